@@ -1,0 +1,23 @@
+"""netadv: network adversarial activations and HD-FGD (arXiv 2405.03712) for PyTorch."""
+
+from netadv.activations.catalog import list_activations, register_activation
+from netadv.decompose import Decomposition, decompose
+from netadv.errors import ConfigError, NoAdversarialError
+from netadv.layers.adversarial import Adversarial, adversarial, stable_interval
+from netadv.layers.hdfgd import HDFGD, hdfgd, penalty
+
+__all__ = [
+    "HDFGD",
+    "Adversarial",
+    "ConfigError",
+    "Decomposition",
+    "NoAdversarialError",
+    "adversarial",
+    "decompose",
+    "hdfgd",
+    "list_activations",
+    "penalty",
+    "register_activation",
+    "stable_interval",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Activation pairs: closed forms, generic construction, stable interval, registry."""

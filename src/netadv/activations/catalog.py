@@ -1,0 +1,63 @@
+"""The public face of the registry: list and register activations."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+from netadv.activations import registry
+from netadv.errors import NoAdversarialError
+
+
+def list_activations(max_gain: float = 25.0) -> list[dict[str, Any]]:
+    """One row per registered activation: name, whether A_f has a closed form, the stable
+    interval (None when f has no adversarial, with the reason), and the HD-FGD decomposition."""
+    from netadv.decompose import decompose
+    from netadv.layers.adversarial import stable_interval
+
+    rows = []
+    for name in registry.names():
+        spec = registry.by_name(name)
+        row: dict[str, Any] = {"name": name, "closed_form": spec.closed_form is not None}
+        try:
+            row["stable_interval"] = stable_interval(spec, max_gain)
+            row["no_adversarial"] = None
+        except NoAdversarialError as e:
+            row["stable_interval"] = None
+            row["no_adversarial"] = str(e).split(", so ")[0]
+            row["closed_form"] = False
+        if spec.decomposition:
+            d = decompose(spec.decomposition)
+            row["decomposition"] = f"{d.expr} (k={d.k})"
+        else:
+            row["decomposition"] = None
+        rows.append(row)
+    return rows
+
+
+def format_interval(interval: tuple[float, float] | None) -> str:
+    if interval is None:
+        return "-"
+    return "[" + ", ".join(f"{v:.4g}" if math.isfinite(v) else str(v) for v in interval) + "]"
+
+
+def register_activation(
+    name: str,
+    f: Any,
+    *,
+    derivative: Callable[[Tensor], Tensor] | None = None,
+    adversarial: Callable[[Tensor], Tensor] | None = None,
+    decomposition: Any = None,
+) -> None:
+    """Register ``f`` under ``name`` so every netadv API accepts the name.
+
+    ``derivative`` (f') and ``adversarial`` (a closed form of A_f, any anchor) are optional:
+    without them netadv uses autograd and the generic construction. ``decomposition`` is a
+    registered decomposition name, a sympy expression in x_1..x_k, or a one-symbol expression.
+    """
+    registry.register(
+        name, f, derivative=derivative, adversarial=adversarial, decomposition=decomposition
+    )

@@ -1,0 +1,1 @@
+"""Modules: adversarial activations, HD-FGD and SA blocks, the SA penalty."""

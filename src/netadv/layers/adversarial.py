@@ -1,0 +1,208 @@
+"""The adversarial activation ``A_f`` as a function and a module (METHOD.md sections 1-3).
+
+Forward on the stable interval ``[lo, hi]`` is ``A_f``; outside it, the C1 linear continuation
+``A_f(xc) + (x - xc) / f'(xc)`` with ``xc = clamp(x, lo, hi)``. Backward is the exact
+``1/f'(xc)``. Both come from one custom autograd.Function that saves only its input. Half
+precision inputs are computed in float32 and saturate to the dtype's finite range.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import signal
+import threading
+import warnings
+from typing import Any
+
+import sympy
+import torch
+from torch import Tensor, nn
+
+from netadv import symbolic
+from netadv.activations import closed_forms as cf
+from netadv.activations.generic import KnotTable
+from netadv.activations.interval import check_derivative, stable_interval_of
+from netadv.activations.registry import ActivationSpec, resolve
+from netadv.errors import ConfigError
+
+ANCHORS = ("f0", "zero")
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _saturate(y: Tensor, dtype: torch.dtype) -> Tensor:
+    if dtype in (torch.float16, torch.bfloat16):
+        big = torch.finfo(dtype).max
+        y = y.clamp(-big, big)
+    return y.to(dtype)
+
+
+class _Kernel:
+    """The math of one adversarial: ``value`` (A with A(0)=0) and ``inv_slope`` (1/f')."""
+
+    def __init__(self, value, inv_slope, table: KnotTable | None):
+        self.value = value
+        self.inv_slope = inv_slope
+        self.table = table
+
+
+class AdversarialFunction(torch.autograd.Function):
+    """``A_f`` with the exact backward; saves only the input."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: _Kernel, lo: float, hi: float, offset: float, table):
+        ctx.save_for_backward(x)
+        ctx.kernel, ctx.lo, ctx.hi, ctx.table = kernel, lo, hi, table
+        xf = x.to(compute_dtype(x.dtype))
+        xc = xf.clamp(lo, hi)
+        y = kernel.value(xc, table) if table is not None else kernel.value(xc)
+        if math.isfinite(lo) or math.isfinite(hi):
+            y = y + (xf - xc) * kernel.inv_slope(xc)
+        return _saturate(y + offset, x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        xc = x.to(compute_dtype(x.dtype)).clamp(ctx.lo, ctx.hi)
+        g = grad.to(xc.dtype) * ctx.kernel.inv_slope(xc)
+        return _saturate(g, x.dtype), None, None, None, None, None
+
+
+def _camel(name: str) -> str:
+    return "".join(p[:1].upper() + p[1:] for p in re.split(r"[^0-9a-zA-Z]+", name) if p)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_interval(spec: ActivationSpec, max_gain: float) -> tuple[float, float]:
+    check_derivative(spec.title, spec.deriv)
+    return stable_interval_of(spec.title, spec.deriv, max_gain)
+
+
+def _interval(spec: ActivationSpec, max_gain: float) -> tuple[float, float]:
+    try:
+        return _cached_interval(spec, float(max_gain))
+    except TypeError:  # an unhashable user callable
+        check_derivative(spec.title, spec.deriv)
+        return stable_interval_of(spec.title, spec.deriv, max_gain)
+
+
+def stable_interval(f: Any, max_gain: float = 25.0) -> tuple[float, float]:
+    """The interval ``(lo, hi)`` where the adversarial's gain ``1/|f'(x)|`` is at most
+    ``max_gain``; a side that is unbounded is ``-inf``/``inf``. Raises
+    :class:`~netadv.NoAdversarialError` if ``f`` has no adversarial."""
+    return _interval(resolve(f), max_gain)
+
+
+def _symbolic_closed_form(spec: ActivationSpec, timeout_s: float = 3.0) -> cf.ClosedForm | None:
+    """Try sympy.integrate(1/f') for a sympy-given activation (main thread only: it needs a
+    SIGALRM timeout, since integrate can run for minutes)."""
+    if spec.expr is None or threading.current_thread() is not threading.main_thread():
+        return None
+    x = symbolic.only_symbol(spec.expr)
+
+    def _timeout(*_):
+        raise TimeoutError
+
+    old = signal.signal(signal.SIGALRM, _timeout)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        inv = sympy.simplify(1 / sympy.diff(spec.expr, x))
+        a = sympy.integrate(inv, x)
+    except Exception:  # TimeoutError, or sympy failing on an exotic expression
+        return None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    if a.has(sympy.Integral):
+        return None
+    try:
+        value = symbolic.unary(a - a.subs(x, 0), x)
+        inv_slope = symbolic.unary(inv, x)
+    except ValueError:  # uses a function the torch compiler does not know
+        return None
+    return cf.ClosedForm(value, inv_slope)
+
+
+class Adversarial(nn.Module):
+    """The adversarial ``A_f`` of an activation ``f`` (``A_f' = 1/f'``).
+
+    Args:
+        f: a registered name, a torch.nn activation (instance or class), an element-wise torch
+            callable, or a one-symbol sympy expression.
+        anchor: ``"f0"`` (default) gives ``A_f(0) = f(0)``; ``"zero"`` gives ``A_f(0) = 0``.
+        max_gain: the largest gain ``1/|f'|`` used; beyond it A_f continues linearly.
+        inplace: accepted and ignored, so the module drops into timm's ``act_layer=``.
+    """
+
+    def __init__(
+        self, f: Any = "sigmoid", *, anchor: str = "f0", max_gain: float = 25.0, inplace=False
+    ):
+        super().__init__()
+        if anchor not in ANCHORS:
+            raise ConfigError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
+        spec = resolve(f)
+        self.spec = spec
+        self.anchor = anchor
+        self.max_gain = float(max_gain)
+        self.lo, self.hi = _interval(spec, max_gain)
+        self.offset = spec.f0() if anchor == "f0" else 0.0
+        x_max = (
+            max(abs(v) for v in (self.lo, self.hi) if math.isfinite(v))
+            if (math.isfinite(self.lo) or math.isfinite(self.hi))
+            else 1.0
+        )
+        closed = spec.closed_form(x_max) if spec.closed_form else _symbolic_closed_form(spec)
+        table = None
+        inv_slope = closed.inv_slope if closed else (lambda x: 1 / spec.deriv(x))
+        if closed is None or spec.expr is not None:
+            table = KnotTable(inv_slope, self.lo, self.hi)
+        if closed is not None and table is not None:  # check a symbolic result against numbers
+            xs = torch.linspace(table.lo, table.hi, 1001, dtype=torch.float64)
+            if not torch.allclose(closed.value(xs), table(xs, table.table), rtol=1e-6, atol=1e-9):
+                warnings.warn(
+                    f"sympy's integral for {spec.title} disagrees with quadrature; using the "
+                    "numeric construction",
+                    stacklevel=2,
+                )
+                closed = None
+        if closed is not None:
+            table = None
+        self.closed_form = closed is not None
+        self._kernel = _Kernel(closed.value if closed else table, inv_slope, table)
+        self._table = table.table if table is not None else None
+
+    def _get_name(self) -> str:
+        name = self.spec.name
+        return "Adversarial" + (_camel(name) if name.isidentifier() else "")
+
+    def extra_repr(self) -> str:
+        params = "".join(f"{k}={v}, " for k, v in self.spec.params)
+        if not self.spec.name.isidentifier():
+            params = f"f={self.spec.name}, " + params
+        form = "closed form" if self.closed_form else "knot table"
+        return (
+            f"{params}max_gain={self.max_gain:g}, anchor={self.anchor}, "
+            f"interval=[{self.lo:.4g}, {self.hi:.4g}], {form}"
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        table = self._table
+        if table is not None:
+            dtype = compute_dtype(x.dtype)
+            if table.device != x.device or table.dtype != dtype:
+                table = table.to(device=x.device, dtype=dtype)
+        return AdversarialFunction.apply(x, self._kernel, self.lo, self.hi, self.offset, table)
+
+    def inv_slope(self, x: Tensor) -> Tensor:
+        """``A_f'(x)`` as used in backward (for diagnostics and tests)."""
+        xc = x.to(compute_dtype(x.dtype)).clamp(self.lo, self.hi)
+        return self._kernel.inv_slope(xc)
+
+
+def adversarial(f: Any, *, anchor: str = "f0", max_gain: float = 25.0) -> Adversarial:
+    """Build the adversarial ``A_f`` of ``f`` as a module (see :class:`Adversarial`)."""
+    return Adversarial(f, anchor=anchor, max_gain=max_gain)

@@ -1,0 +1,283 @@
+"""HD-FGD and SA blocks: one wide producer for all k terms, then the lifted function.
+
+Weight layout: the k projections of hidden unit j are rows ``j*k .. j*k+k-1`` of the wide
+producer (interleaved, "unit-major"). Column-parallel sharding splits a Linear's outputs into
+contiguous blocks, so with this layout a shard that owns unit j owns all k of its terms and
+can evaluate F locally; a normalisation layer's groups (GroupNorm) likewise hold whole units.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from netadv.decompose import Decomposition, decompose
+from netadv.errors import ConfigError
+
+PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+INITS = ("copy", "fresh")
+
+
+def _out_width(layer: nn.Module) -> int:
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+
+
+def _in_width(layer: nn.Module) -> int:
+    return layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
+
+
+def _like(layer: nn.Module, *, in_width: int | None = None, out_width: int | None = None):
+    """A fresh layer of the same kind and options with other widths."""
+    w = layer.weight
+    kw = dict(device=w.device, dtype=w.dtype)
+    i = _in_width(layer) if in_width is None else in_width
+    o = _out_width(layer) if out_width is None else out_width
+    if isinstance(layer, nn.Linear):
+        return nn.Linear(i, o, bias=layer.bias is not None, **kw)
+    return type(layer)(
+        i,
+        o,
+        layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=layer.groups,
+        bias=layer.bias is not None,
+        padding_mode=layer.padding_mode,
+        **kw,
+    )
+
+
+def _wide_norm(norm: nn.Module, width: int) -> nn.Module:
+    p = next(iter(norm.parameters()), None)
+    kw = {} if p is None else dict(device=p.device, dtype=p.dtype)
+    if isinstance(norm, nn.LayerNorm):
+        if len(norm.normalized_shape) != 1:
+            raise ConfigError("HD-FGD supports LayerNorm over the last dimension only")
+        bias = norm.bias is not None
+        return nn.LayerNorm(
+            width, eps=norm.eps, elementwise_affine=norm.elementwise_affine, bias=bias, **kw
+        )
+    if isinstance(norm, nn.GroupNorm):
+        return nn.GroupNorm(norm.num_groups, width, eps=norm.eps, affine=norm.affine, **kw)
+    return type(norm)(
+        width,
+        eps=norm.eps,
+        momentum=norm.momentum,
+        affine=norm.affine,
+        track_running_stats=norm.track_running_stats,
+        **kw,
+    )
+
+
+def _copy_interleaved(dst: nn.Module, src: nn.Module, k: int) -> None:
+    """Every parameter/buffer along dim 0 repeated k times unit-major (copy init)."""
+    with torch.no_grad():
+        for name, t in list(src.named_parameters()) + list(src.named_buffers()):
+            target = getattr(dst, name, None)
+            if target is None:
+                continue
+            target.copy_(t if t.dim() == 0 else t.repeat_interleave(k, dim=0))
+
+
+def _per_unit(layer: nn.Module, dim: int) -> tuple[int, int]:
+    """(parameters per unit along ``dim`` of the weight, parameters not per unit)."""
+    w = layer.weight
+    per = w.numel() // w.shape[dim]
+    fixed = 0
+    if layer.bias is not None:
+        if dim == 0:
+            per += 1
+        else:
+            fixed += layer.bias.numel()
+    return per, fixed
+
+
+def matched_width(producer, norm, consumer, k: int) -> int:
+    """Largest hidden width h' whose k-wide producer, norm and consumer have at most the
+    original's parameter count."""
+    if getattr(producer, "groups", 1) != 1 or getattr(consumer, "groups", 1) != 1:
+        raise ConfigError("match_params needs ungrouped producer and consumer layers")
+    h = _out_width(producer)
+    p_per, _ = _per_unit(producer, 0)
+    c_per, c_fixed = _per_unit(consumer, 1)
+    n_per = sum(p.numel() for p in norm.parameters()) // h if norm is not None else 0
+    original = h * (p_per + n_per + c_per) + c_fixed
+    width = (original - c_fixed) // (k * (p_per + n_per) + c_per)
+    if isinstance(norm, nn.GroupNorm):
+        width -= width % norm.num_groups
+    if width < 1:
+        raise ConfigError(f"match_params leaves no hidden units (k={k}, width {h})")
+    return int(width)
+
+
+class HDFGD(nn.Module):
+    """``consumer(F(norm(producer(x)) split into k terms))``, HD-FGD or, with adversarial
+    terms, SA. Build it with :func:`netadv.hdfgd`."""
+
+    def __init__(
+        self,
+        producer: nn.Module,
+        decomposition: Decomposition,
+        *,
+        norm: nn.Module | None = None,
+        consumer: nn.Module | None = None,
+        adversarial: dict[str, nn.Module] | None = None,
+        sa_expr=None,
+        penalty_weight: float = 1e-4,
+        width: int,
+    ):
+        super().__init__()
+        self.producer = producer
+        self.norm = norm
+        self.consumer = consumer
+        self.decomposition = decomposition
+        self.k = decomposition.k
+        self.width = width
+        self.split_dim = -1 if isinstance(producer, nn.Linear) else 1
+        self.penalty_weight = float(penalty_weight)
+        self.adversarial = nn.ModuleDict(adversarial) if adversarial else None
+        self.sa_expr = sa_expr
+        if adversarial:
+            from netadv import symbolic
+
+            self._evaluate = symbolic.to_torch(sa_expr, decomposition.symbols)
+        else:
+            self._evaluate = decomposition.lifted
+        self.last_penalty: Tensor | None = None
+
+    def _get_name(self) -> str:
+        return "SA" if self.adversarial is not None else "HDFGD"
+
+    def extra_repr(self) -> str:
+        expr = self.sa_expr if self.adversarial is not None else self.decomposition.expr
+        extra = f", penalty_weight={self.penalty_weight:g}" if self.adversarial is not None else ""
+        return f"{self.decomposition.name}: {expr}, k={self.k}, width={self.width}{extra}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.producer(x)
+        if self.norm is not None:
+            z = self.norm(z)
+        dim = self.split_dim
+        zs = z.unflatten(dim, (self.width, self.k)).unbind(dim if dim < 0 else dim + 1)
+        if self.adversarial is None:
+            y = self._evaluate(zs)
+        else:
+            records: list[Tensor] = []
+
+            def recorded(module):
+                def call(t: Tensor) -> Tensor:
+                    out = module(t)
+                    records.append(out.float().pow(2).mean())
+                    return out
+
+                return call
+
+            y = self._evaluate(zs, {n: recorded(m) for n, m in self.adversarial.items()})
+            self.last_penalty = torch.stack(records).sum()
+        return self.consumer(y) if self.consumer is not None else y
+
+
+def hdfgd(
+    producer: nn.Module,
+    activation: Any,
+    *,
+    norm: nn.Module | None = None,
+    consumer: nn.Module | None = None,
+    init: str = "copy",
+    match_params: bool = False,
+    adversarial: bool = False,
+    penalty_weight: float = 1e-4,
+    anchor: str = "f0",
+    max_gain: float = 25.0,
+) -> HDFGD:
+    """Rewrite ``act(norm(producer(x)))`` (then ``consumer``) as an HD-FGD block, or with
+    ``adversarial=True`` an SA block.
+
+    Args:
+        producer: nn.Linear or nn.Conv1d/2d/3d feeding the activation.
+        activation: anything :func:`netadv.decompose` accepts ("gelu", nn.SiLU(), a sympy
+            expression...).
+        norm: optional BatchNorm/LayerNorm/GroupNorm between producer and activation; it then
+            normalises all k*width channels.
+        consumer: optional layer reading the activation's output, included in the block.
+        init: "copy" (every term starts as the original producer: same function as before) or
+            "fresh" (each term drawn independently).
+        match_params: shrink the hidden width so producer (+norm) + consumer keep their
+            parameter count (needs consumer and init="fresh").
+        adversarial: build the SA block (each term function replaced by its adversarial).
+        penalty_weight: SA's L2 penalty weight (see :func:`netadv.penalty`); 0 disables.
+        anchor, max_gain: passed to the SA block's adversarial functions.
+    """
+    transposed = isinstance(producer, nn.modules.conv._ConvTransposeNd)
+    if not isinstance(producer, PRODUCERS) or transposed:
+        raise ConfigError(
+            f"HD-FGD producer must be nn.Linear or nn.Conv1d/2d/3d, got {type(producer).__name__}"
+        )
+    if norm is not None and not isinstance(norm, NORMS):
+        raise ConfigError(
+            f"norm must be one of {', '.join(c.__name__ for c in NORMS)}, got {type(norm).__name__}"
+        )
+    if init not in INITS:
+        raise ConfigError(f"init must be one of {INITS}, got {init!r}")
+    if match_params and consumer is None:
+        raise ConfigError("match_params=True needs the consumer layer (pass consumer=...)")
+    if match_params and init == "copy":
+        raise ConfigError(
+            "match_params=True shrinks the hidden width, so the original weights cannot be "
+            "copied: use init='fresh'"
+        )
+    if match_params and not isinstance(consumer, PRODUCERS):
+        raise ConfigError(
+            f"match_params needs a Linear/Conv consumer, got {type(consumer).__name__}"
+        )
+    if penalty_weight < 0:
+        raise ConfigError(f"penalty_weight must be >= 0, got {penalty_weight}")
+    decomposition = decompose(activation)
+    k = decomposition.k
+    h = _out_width(producer)
+    width = matched_width(producer, norm, consumer, k) if match_params else h
+
+    wide = _like(producer, out_width=k * width)
+    if init == "copy":
+        _copy_interleaved(wide, producer, k)
+    wide_norm = None
+    if norm is not None:
+        wide_norm = _wide_norm(norm, k * width)
+        if init == "copy":
+            _copy_interleaved(wide_norm, norm, k)
+        wide_norm.train(norm.training)
+    new_consumer = None
+    if consumer is not None:
+        new_consumer = _like(consumer, in_width=width) if match_params else copy.deepcopy(consumer)
+    sa_expr, modules = (None, None)
+    if adversarial:
+        sa_expr, modules = decomposition.split_adversarial(anchor=anchor, max_gain=max_gain)
+    block = HDFGD(
+        wide,
+        decomposition,
+        norm=wide_norm,
+        consumer=new_consumer,
+        adversarial=modules,
+        sa_expr=sa_expr,
+        penalty_weight=penalty_weight,
+        width=width,
+    )
+    block.train(producer.training)
+    return block
+
+
+def penalty(model: nn.Module) -> Tensor:
+    """Sum over SA blocks of ``penalty_weight * sum_t mean(A_t(x)^2)`` recorded in the last
+    forward, ready to add to the loss (a zero tensor when there are none)."""
+    total = None
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    for m in model.modules():
+        if isinstance(m, HDFGD) and m.last_penalty is not None and m.penalty_weight > 0:
+            term = m.penalty_weight * m.last_penalty
+            total = term if total is None else total + term
+    return total if total is not None else torch.zeros((), device=device)
