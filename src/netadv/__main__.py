@@ -1,0 +1,5 @@
+import sys
+
+from netadv.cli import main
+
+sys.exit(main())

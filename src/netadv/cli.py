@@ -1,0 +1,85 @@
+"""The ``netadv`` command line: thin over the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from netadv.errors import ConfigError
+
+
+def _cmd_list(args) -> int:
+    from netadv.activations.catalog import format_interval, list_activations
+
+    rows = list_activations(max_gain=args.max_gain)
+    header = ("name", "A_f", "stable interval", "HD-FGD decomposition")
+    table = [
+        (
+            r["name"],
+            "closed form" if r["closed_form"] else ("none" if r["no_adversarial"] else "generic"),
+            format_interval(r["stable_interval"]),
+            r["decomposition"] or "-",
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *table]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    print(f"\nstable interval: where the gain 1/|f'| <= max_gain={args.max_gain:g}")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from netadv.plots import plot_pair
+
+    path = plot_pair(args.name, args.output, max_gain=args.max_gain, anchor=args.anchor)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from netadv.demo import DemoConfig, run
+
+    cfg = DemoConfig(depth=args.depth, width=args.width, epochs=args.epochs,
+                     data_dir=args.data_dir, seed=args.seed, limit=args.limit)
+    run(cfg)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netadv", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="the activation registry as a table")
+    p.add_argument("--max-gain", type=float, default=25.0)
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("plot", help="plot f, f', A_f, A_f' with the stable interval marked")
+    p.add_argument("name", help="a registered activation name (see `netadv list`)")
+    p.add_argument("-o", "--output", required=True, help="output PNG path")
+    p.add_argument("--max-gain", type=float, default=25.0)
+    p.add_argument("--anchor", default="f0", choices=["f0", "zero"])
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("demo", help="deep sigmoid MLP on Fashion-MNIST: baseline vs GA")
+    p.add_argument("--depth", type=int, default=12)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--limit", type=int, default=None, help="use only N training examples")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"netadv {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Experiments: data, models, training loop, reports."""
