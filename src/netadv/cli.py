@@ -40,10 +40,49 @@ def _cmd_plot(args) -> int:
 def _cmd_demo(args) -> int:
     from netadv.demo import DemoConfig, run
 
-    cfg = DemoConfig(depth=args.depth, width=args.width, epochs=args.epochs,
-                     data_dir=args.data_dir, seed=args.seed, limit=args.limit)
+    cfg = DemoConfig(
+        depth=args.depth,
+        width=args.width,
+        epochs=args.epochs,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        limit=args.limit,
+    )
     run(cfg)
     return 0
+
+
+def _cmd_train(args) -> int:
+    from netadv.experiments import config as config_mod
+    from netadv.experiments.train import TrainingDiverged, train
+
+    cfg = config_mod.load(args.config, args.set)
+    try:
+        train(cfg, resume=args.resume, quiet=args.quiet)
+    except TrainingDiverged as e:
+        print(e, file=sys.stderr)
+        return 3
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from netadv.experiments import config as config_mod
+    from netadv.experiments.sweep import parse_list, sweep
+
+    cfg = config_mod.load(args.config, args.set)
+    runs = sweep(cfg, parse_list(args.methods), parse_list(args.seeds, int), resume=args.resume,
+                 quiet=args.quiet)
+    print("runs:", " ".join(str(r) for r in runs))
+    print(f"compare them with: netadv compare {' '.join(str(r) for r in runs)}")
+    return 0
+
+
+def _add_config_arguments(p) -> None:
+    p.add_argument("--config", default=None, help="a YAML config (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable; nested: rewrite.period=2)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--limit", type=int, default=None, help="use only N training examples")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", help="train one config (torchrun -m netadv train for DDP)")
+    _add_config_arguments(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("sweep", help="train a config over methods x seeds")
+    _add_config_arguments(p)
+    p.add_argument("--methods", default="baseline,ga,hdfgd,sa")
+    p.add_argument("--seeds", default="0,1,2")
+    p.set_defaults(func=_cmd_sweep)
     return parser
 
 

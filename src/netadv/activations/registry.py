@@ -8,6 +8,8 @@ instance or class, a torch callable, a sympy expression) into a spec.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -202,12 +204,33 @@ def _unknown(name: str) -> ValueError:
     )
 
 
+def _parse_call(text: str) -> tuple[str, dict[str, Any]]:
+    """``"leaky_relu(0.1)"`` / ``"elu(alpha=0.5)"`` -> name and keyword parameters."""
+    try:
+        call = ast.parse(text.strip(), mode="eval").body
+        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
+            raise ValueError
+        factory = _REGISTRY[_ALIASES.get(call.func.id.lower(), call.func.id.lower())]
+        names = list(inspect.signature(factory).parameters)
+        params = {names[i]: ast.literal_eval(a) for i, a in enumerate(call.args)}
+        params.update({k.arg: ast.literal_eval(k.value) for k in call.keywords})
+        return call.func.id, params
+    except (SyntaxError, ValueError, KeyError, IndexError):
+        raise _unknown(text) from None
+
+
 def by_name(name: str, **params) -> ActivationSpec:
+    if "(" in name:
+        name, parsed = _parse_call(name)
+        params = {**parsed, **params}
     key = name.lower().replace("-", "_")
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
         raise _unknown(name)
-    return _REGISTRY[key](**params)
+    try:
+        return _REGISTRY[key](**params)
+    except TypeError as e:
+        raise ValueError(f"bad parameters for activation {name!r}: {e}") from None
 
 
 # torch.nn classes -> (registry name, how to read the instance's parameters). Extensible through
@@ -266,6 +289,9 @@ def module_activation_name(module: nn.Module) -> str | None:
 def from_sympy(expr: sympy.Expr | str, name: str | None = None) -> ActivationSpec:
     expr = symbolic.parse(expr) if isinstance(expr, str) else sympy.sympify(expr)
     x = symbolic.only_symbol(expr)
+    if not x.is_real:  # activations are real: d|x|/dx is then sign(x), not re/im terms
+        real = sympy.Symbol(x.name, real=True)
+        expr, x = expr.subs(x, real), real
     return ActivationSpec(
         name or str(expr),
         symbolic.unary(expr, x),

@@ -158,14 +158,24 @@ class HDFGD(nn.Module):
         extra = f", penalty_weight={self.penalty_weight:g}" if self.adversarial is not None else ""
         return f"{self.decomposition.name}: {expr}, k={self.k}, width={self.width}{extra}"
 
-    def forward(self, x: Tensor) -> Tensor:
+    def preactivations(self, x: Tensor) -> tuple[Tensor, ...]:
+        """The k pre-activations ``z_1 .. z_k``, each shaped like the original's."""
         z = self.producer(x)
         if self.norm is not None:
             z = self.norm(z)
         dim = self.split_dim
-        zs = z.unflatten(dim, (self.width, self.k)).unbind(dim if dim < 0 else dim + 1)
+        return z.unflatten(dim, (self.width, self.k)).unbind(dim if dim < 0 else dim + 1)
+
+    def activation(self, zs: tuple[Tensor, ...], funcs: dict | None = None) -> Tensor:
+        """``F(z_1, ..., z_k)``; for SA, ``funcs`` may wrap the adversarial modules by name."""
         if self.adversarial is None:
-            y = self._evaluate(zs)
+            return self._evaluate(zs)
+        return self._evaluate(zs, funcs if funcs is not None else dict(self.adversarial.items()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        zs = self.preactivations(x)
+        if self.adversarial is None:
+            y = self.activation(zs)
         else:
             records: list[Tensor] = []
 
@@ -177,7 +187,7 @@ class HDFGD(nn.Module):
 
                 return call
 
-            y = self._evaluate(zs, {n: recorded(m) for n, m in self.adversarial.items()})
+            y = self.activation(zs, {n: recorded(m) for n, m in self.adversarial.items()})
             self.last_penalty = torch.stack(records).sum()
         return self.consumer(y) if self.consumer is not None else y
 

@@ -1,0 +1,180 @@
+"""One typed config for every run: loaded from YAML, overridden by ``--set key=value``."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from netadv.errors import ConfigError
+
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "digits", "synthetic")
+MODELS = ("mlp", "resnet18", "vit", "swin")
+METHODS = ("baseline", "ga", "hdfgd", "sa")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class Config:
+    """Everything one training run depends on (hyperparameters in one visible place)."""
+
+    name: str = "run"
+    task: str = "classify"
+    # data
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    download: bool = False
+    image_size: int | None = None  # pad/resize target; None: the dataset's own size
+    augment: bool = True
+    limit_train: int | None = None  # use the first N training examples (smoke runs)
+    limit_test: int | None = None
+    num_workers: int = 0
+    # model and method
+    model: str = "mlp"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    method: str = "baseline"
+    activation: str | None = None  # replace every site's activation first (e.g. sigmoid)
+    rewrite: dict[str, Any] = field(default_factory=dict)  # period, start, anchor, max_gain...
+    # optimisation
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    epochs: int = 10
+    batch_size: int = 128
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    seed: int = 0
+    amp: bool = False
+    device: str = "auto"
+    # evaluation and output
+    eval_every: int = 1
+    target_accuracy: float | None = None
+    diagnostics: bool = False
+    diagnostics_every: int = 50  # steps
+    output_dir: str = "runs"
+
+    @property
+    def arm(self) -> str:
+        """The label runs are grouped by in reports: method, plus the replaced activation."""
+        return self.method if not self.activation else f"{self.method}-{self.activation}"
+
+    def validate(self) -> Config:
+        for key, allowed in (
+            ("dataset", DATASETS),
+            ("model", MODELS),
+            ("method", METHODS),
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+        ):
+            if getattr(self, key) not in allowed and not (
+                key == "dataset" and self.task != "classify"
+            ):
+                raise ConfigError(
+                    f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}"
+                )
+        for key in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
+            raise ConfigError(
+                f"target_accuracy is a fraction in (0, 1], got {self.target_accuracy}"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _unknown_key(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, _FIELDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}; keys: {', '.join(_FIELDS)}")
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check a value against the field's annotation, converting YAML scalars where safe."""
+    annotation = str(_FIELDS[key].type)
+    if value is None:
+        if "None" not in annotation:
+            raise ConfigError(f"{key} cannot be null")
+        return None
+    if annotation.startswith("dict"):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return value
+    if annotation.startswith("bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    for typ in (int, float):
+        if annotation.startswith(typ.__name__):
+            if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{key} must be a number, got {value!r}")
+            if typ is int and float(value) != int(value):
+                raise ConfigError(f"{key} must be an integer, got {value!r}")
+            return typ(value)
+    if annotation.startswith("str") and not isinstance(value, str):
+        return str(value)
+    return value
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    values = {}
+    for key, value in data.items():
+        if key not in _FIELDS:
+            raise _unknown_key(key)
+        values[key] = _coerce(key, value)
+    return Config(**values).validate()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"lr=3e-4"`` -> (["lr"], 3e-4); ``"rewrite.period=2"`` -> (["rewrite", "period"], 2)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Config from a YAML file (or the defaults) with ``key=value`` overrides applied."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} not found (see configs/ for examples)")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping of config keys")
+    for text in overrides:
+        keys, value = parse_override(text)
+        target = data
+        for k in keys[:-1]:
+            target = target.setdefault(k, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"cannot set {text!r}: {k} is not a mapping")
+        target[keys[-1]] = value
+    return from_dict(data)

@@ -1,0 +1,231 @@
+"""Config, data and the training loop at tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from netadv.errors import ConfigError
+from netadv.experiments import config as config_mod
+from netadv.experiments.data import DatasetMissingError, image_datasets
+from netadv.experiments.models import build_model
+from netadv.experiments.train import CHECKPOINT, TrainingDiverged, train
+
+TINY = [
+    "dataset=synthetic",
+    "model=mlp",
+    "model_kwargs={depth: 2, width: 32, activation: tanh}",
+    "epochs=2",
+    "batch_size=256",
+    "limit_train=512",
+    "limit_test=256",
+]
+
+
+def tiny(tmp_path, *extra) -> config_mod.Config:
+    return config_mod.load(None, [*TINY, f"output_dir={tmp_path}", *extra])
+
+
+# -- config ---------------------------------------------------------------------------------
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: digits\nlr: 0.01\nrewrite: {period: 2}\n")
+    cfg = config_mod.load(path, ["lr=3e-4", "rewrite.start=A", "epochs=4"])
+    assert cfg.dataset == "digits" and cfg.lr == 3e-4 and cfg.epochs == 4
+    assert cfg.rewrite == {"period": 2, "start": "A"}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("lrr=0.1", "did you mean 'lr'"),
+        ("dataset=imagenet", "dataset must be one of"),
+        ("epochs=0", "epochs must be >= 1"),
+        ("lr=fast", "lr must be a number"),
+        ("amp=maybe", "amp must be true or false"),
+        ("epochs=1.5", "epochs must be an integer"),
+        ("target_accuracy=85", "target_accuracy is a fraction"),
+        ("noequals", "key=value"),
+    ],
+)
+def test_config_errors_are_one_line(override, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        config_mod.load(None, [override])
+    assert "\n" not in str(e.value)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        config_mod.load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config_mod.load(bad)
+
+
+def test_shipped_configs_load():
+    configs = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
+    assert configs, "configs/ ships experiment configs"
+    for path in configs:
+        config_mod.load(path)
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+def _write_cifar(root: Path, name: str, n_per_file: int = 20) -> None:
+    """Small files in the real CIFAR python format."""
+    rng = np.random.default_rng(0)
+    folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    folder.mkdir(parents=True)
+    classes = 10 if name == "cifar10" else 100
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+    files = (
+        [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        if name == "cifar10"
+        else ["train", "test"]
+    )
+    for f in files:
+        batch = {
+            "data": rng.integers(0, 256, (n_per_file, 3072), dtype=np.uint8),
+            label_key: rng.integers(0, classes, n_per_file).tolist(),
+        }
+        (folder / f).write_bytes(pickle.dumps(batch))
+    meta = ("batches.meta", "label_names") if name == "cifar10" else ("meta", "fine_label_names")
+    (folder / meta[0]).write_bytes(pickle.dumps({meta[1]: [f"c{i}" for i in range(classes)]}))
+
+
+@pytest.mark.parametrize("name, classes, n_train", [("cifar10", 10, 100), ("cifar100", 100, 20)])
+def test_cifar_from_local_folder(tmp_path, name, classes, n_train):
+    _write_cifar(tmp_path, name)
+    data = image_datasets(name, tmp_path)
+    assert (data.num_classes, data.in_chans, data.image_size) == (classes, 3, 32)
+    assert len(data.train) == n_train and len(data.test) == 20
+    x, y = data.train[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= int(y) < classes
+    # test images are normalised with the training statistics, not augmented
+    assert torch.equal(data.test[3][0], data.test[3][0])
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path):
+    with pytest.raises(DatasetMissingError, match="--data-dir") as e:
+        image_datasets("cifar10", tmp_path / "nothing")
+    assert "\n" not in str(e.value)
+
+
+def test_digits_and_padding():
+    data = image_datasets("digits", image_size=12)
+    assert len(data.train) == 1437 and len(data.test) == 360
+    assert data.train[0][0].shape == (1, 12, 12)
+
+
+@pytest.mark.parametrize("model", ["mlp", "resnet18", "vit", "swin"])
+@pytest.mark.parametrize("chans", [1, 3])
+def test_models_for_small_inputs(model, chans):
+    kwargs = {
+        "vit": dict(embed_dim=32, depth=2, num_heads=2),
+        "swin": dict(embed_dim=16, depths=(1, 1), num_heads=(1, 2)),
+    }.get(model, {})
+    size = 16 if model != "mlp" else 8
+    m = build_model(model, in_chans=chans, num_classes=7, image_size=size, **kwargs)
+    assert m(torch.randn(2, chans, size, size)).shape == (2, 7)
+
+
+# -- training -------------------------------------------------------------------------------
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_train_writes_run_folder(tmp_path):
+    cfg = tiny(
+        tmp_path, "name=a", "target_accuracy=0.05", "diagnostics=true", "diagnostics_every=2"
+    )
+    summary = train(cfg, quiet=True)
+    run = tmp_path / "a"
+    assert {"config.yaml", "metrics.jsonl", "summary.json", CHECKPOINT, "diagnostics.jsonl"} <= {
+        p.name for p in run.iterdir()
+    }
+    rows = _rows(run / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"train_loss", "test_top1", "test_top5", "seconds", "elapsed"} <= set(rows[0])
+    assert summary["status"] == "ok" and summary["epochs_to_target"] == 1
+    assert summary["params"] == sum(
+        p.numel()
+        for p in build_model(
+            "mlp", in_chans=1, num_classes=10, image_size=16, depth=2, width=32, activation="tanh"
+        ).parameters()
+    )
+    state = torch.load(run / CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 2
+    diag = _rows(run / "diagnostics.jsonl")[0]
+    assert list(diag["grad_norms"]) == ["1", "3", "5"]
+    assert [s["site"] for s in diag["sites"]] == ["2", "4"]
+    assert diag["sites"][1]["gain_product"] == pytest.approx(
+        diag["sites"][0]["gain"] * diag["sites"][1]["gain"]
+    )
+    assert diag["sites"][0]["mean_drift"] is not None
+
+
+def test_same_seed_same_result(tmp_path):
+    a = train(tiny(tmp_path, "name=a", "epochs=1"), quiet=True)
+    b = train(tiny(tmp_path, "name=b", "epochs=1"), quiet=True)
+    assert a["final_top1"] == b["final_top1"]
+
+
+def test_existing_run_needs_resume(tmp_path):
+    train(tiny(tmp_path, "name=a", "epochs=1"), quiet=True)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(tiny(tmp_path, "name=a", "epochs=1"), quiet=True)
+
+
+def test_resume_continues_and_matches_uninterrupted(tmp_path, monkeypatch):
+    full = train(tiny(tmp_path, "name=full", "epochs=3"), quiet=True)
+
+    # a run killed during epoch 3: the epoch-2 checkpoint is on disk, a metrics line was cut
+    import netadv.experiments.train as loop
+
+    evaluate, calls = loop.evaluate, []
+
+    def killed_in_third_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate", killed_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, "name=cut", "epochs=3"), quiet=True)
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    run = tmp_path / "cut"
+    assert torch.load(run / CHECKPOINT, weights_only=True)["epoch"] == 2
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 3, "trai')
+
+    resumed = train(tiny(tmp_path, "name=cut", "epochs=3"), resume=True, quiet=True)
+    assert [r["epoch"] for r in _rows(run / "metrics.jsonl")] == [1, 2, 3]
+    assert resumed["final_top1"] == pytest.approx(full["final_top1"])
+    assert resumed["epochs_completed"] == 3
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    train(tiny(tmp_path, "name=a", "epochs=1"), quiet=True)
+    (tmp_path / "a" / CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot load checkpoint"):
+        train(tiny(tmp_path, "name=a", "epochs=2"), resume=True, quiet=True)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny(tmp_path, "name=nan", "lr=1e30", "optimizer=sgd", "epochs=3")
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(cfg, quiet=True)
+    summary = json.loads((tmp_path / "nan" / "summary.json").read_text())
+    assert summary["status"] == "diverged"
