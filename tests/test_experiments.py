@@ -229,3 +229,44 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         train(cfg, quiet=True)
     summary = json.loads((tmp_path / "nan" / "summary.json").read_text())
     assert summary["status"] == "diverged"
+
+
+def test_torchrun_two_processes_gloo(tmp_path):
+    """DDP on 2 CPU processes: metrics all-reduced over both ranks, only rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        "-m",
+        "netadv",
+        "train",
+        "--quiet",
+        *[f"--set={o}" for o in TINY],
+        f"--set=output_dir={tmp_path}",
+        "--set=name=ddp",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        _, err = proc.communicate(timeout=300)
+    finally:  # never leave worker processes behind
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+    assert proc.returncode == 0, err[-2000:]
+    rows = _rows(tmp_path / "ddp" / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]  # written once, by rank 0
+    assert rows[0]["train_examples"] == 512  # both ranks' halves summed
+    assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["status"] == "ok"

@@ -70,8 +70,13 @@ def _cmd_sweep(args) -> int:
     from netadv.experiments.sweep import parse_list, sweep
 
     cfg = config_mod.load(args.config, args.set)
-    runs = sweep(cfg, parse_list(args.methods), parse_list(args.seeds, int), resume=args.resume,
-                 quiet=args.quiet)
+    runs = sweep(
+        cfg,
+        parse_list(args.methods),
+        parse_list(args.seeds, int),
+        resume=args.resume,
+        quiet=args.quiet,
+    )
     print("runs:", " ".join(str(r) for r in runs))
     print(f"compare them with: netadv compare {' '.join(str(r) for r in runs)}")
     return 0
@@ -79,8 +84,13 @@ def _cmd_sweep(args) -> int:
 
 def _add_config_arguments(p) -> None:
     p.add_argument("--config", default=None, help="a YAML config (see configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (repeatable; nested: rewrite.period=2)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable; nested: rewrite.period=2)",
+    )
     p.add_argument("--resume", action="store_true", help="continue a killed run")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -118,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="baseline,ga,hdfgd,sa")
     p.add_argument("--seeds", default="0,1,2")
     p.set_defaults(func=_cmd_sweep)
+
+    from netadv.experiments.report import add_compare_arguments, compare_main
+
+    p = sub.add_parser("compare", help="report.md: arms compared over seeds, with plots")
+    add_compare_arguments(p)
+    p.set_defaults(func=compare_main)
     return parser
 
 

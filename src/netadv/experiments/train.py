@@ -198,6 +198,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict:
     rank, world, dist_device = setup_distributed()
     main = rank == 0
     device = dist_device or pick_device(cfg.device)
+    hw = hardware(device, world)
     run_dir = Path(cfg.output_dir) / cfg.name
     ckpt_path = run_dir / CHECKPOINT
     if main and not resume and ckpt_path.exists():
@@ -273,7 +274,9 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict:
     test_loader = DataLoader(
         data.test, batch_size=256, sampler=test_sampler, num_workers=cfg.num_workers
     )
-    summary = _summary(cfg, params, flops, history, status="running")
+    summary = _summary(cfg, params, flops, history, status="running", hw=hw)
+    if main:
+        write_json_atomic(run_dir / "summary.json", summary)
     step = (start_epoch - 1) * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs + 1):
         if ddp:
@@ -308,7 +311,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict:
                 loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
                 loss = loss + netadv.penalty(model)
             if not torch.isfinite(loss):
-                summary = _summary(cfg, params, flops, history, status="diverged")
+                summary = _summary(cfg, params, flops, history, status="diverged", hw=hw)
                 if main:
                     write_json_atomic(run_dir / "summary.json", summary)
                 raise TrainingDiverged(
@@ -337,6 +340,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict:
             "epoch": epoch,
             "train_loss": loss_sum / n,
             "train_top1": correct / n,
+            "train_examples": int(n),
             "seconds": seconds,
             "elapsed": elapsed,
             "lr": optimizer.param_groups[0]["lr"],
@@ -344,7 +348,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict:
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             row.update(evaluate(net, test_loader, device, world))
         history.append(row)
-        summary = _summary(cfg, params, flops, history, status="running")
+        summary = _summary(cfg, params, flops, history, status="running", hw=hw)
         if main:
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -371,7 +375,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict:
                     f"[{cfg.name}] epoch {epoch}: train loss {row['train_loss']:.4f} "
                     f"top-1 {100 * row['train_top1']:.2f}%; {test}; {seconds:.1f} s"
                 )
-    summary = _summary(cfg, params, flops, history, status="ok")
+    summary = _summary(cfg, params, flops, history, status="ok", hw=hw)
     if main:
         write_json_atomic(run_dir / "summary.json", summary)
     if ddp:
@@ -379,7 +383,20 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict:
     return summary
 
 
-def _summary(cfg: Config, params: int, flops: int, history: list[dict], status: str) -> dict:
+def hardware(device: torch.device, world: int) -> str:
+    """One line naming where a run ran (s/epoch compares only within one machine)."""
+    import platform
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    return f"{world} x {device.type} ({name}), torch {torch.__version__}"
+
+
+def _summary(
+    cfg: Config, params: int, flops: int, history: list[dict], status: str, hw: str
+) -> dict:
     evals = [r for r in history if "test_top1" in r]
     reached = next(
         (
@@ -411,4 +428,5 @@ def _summary(cfg: Config, params: int, flops: int, history: list[dict], status: 
         "epochs_to_target": reached["epoch"] if reached else None,
         "target_accuracy": cfg.target_accuracy,
         "status": status,
+        "hardware": hw,
     }
