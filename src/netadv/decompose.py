@@ -128,6 +128,7 @@ def _builtin_decompositions() -> dict[str, sympy.Expr]:
         "gelu": x1 * Phi(x2),
         "silu": x1 * sigmoid(x2),
         "mish": x1 * sympy.tanh(softplus(x2)),
+        "quick_gelu": x1 * sigmoid(sympy.Float(1.702) * x2),
         "gelu_tanh": x1
         / 2
         * (1 + sympy.tanh(sympy.sqrt(2 / sympy.pi) * (x2 + sympy.Float(0.044715) * x3**3))),

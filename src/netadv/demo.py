@@ -83,21 +83,29 @@ def run(cfg: DemoConfig) -> dict[str, dict]:
     torch.manual_seed(cfg.seed)
     baseline = MLP(28 * 28, 10, depth=cfg.depth, width=cfg.width, activation=cfg.activation)
     ga = netadv.rewrite(baseline, "ga")  # same initial weights, every other site becomes A_f
-    print(f"Fashion-MNIST, {cfg.depth}-layer {cfg.activation} MLP (width {cfg.width}), "
-          f"{cfg.epochs} epoch(s), Adam lr={cfg.lr}, batch {cfg.batch_size}, seed {cfg.seed}")
+    print(
+        f"Fashion-MNIST, {cfg.depth}-layer {cfg.activation} MLP (width {cfg.width}), "
+        f"{cfg.epochs} epoch(s), Adam lr={cfg.lr}, batch {cfg.batch_size}, seed {cfg.seed}"
+    )
     print(netadv.plan(baseline, "ga"))
     results = {}
     for label, model in (("baseline", baseline), ("ga", ga)):
         results[label] = train_arm(model, train, test, cfg, label)
     print()
-    print(f"{'layer':<10}{'baseline |g| init':>20}{'GA |g| init':>14}"
-          f"{'baseline |g| mean':>20}{'GA |g| mean':>14}")
+    print(
+        f"{'layer':<10}{'baseline |g| init':>20}{'GA |g| init':>14}"
+        f"{'baseline |g| mean':>20}{'GA |g| mean':>14}"
+    )
     b, g = results["baseline"], results["ga"]
     for n in b["grad_init"]:
-        print(f"{n:<10}{b['grad_init'][n]:>20.3e}{g['grad_init'][n]:>14.3e}"
-              f"{b['grad_mean'][n]:>20.3e}{g['grad_mean'][n]:>14.3e}")
+        print(
+            f"{n:<10}{b['grad_init'][n]:>20.3e}{g['grad_init'][n]:>14.3e}"
+            f"{b['grad_mean'][n]:>20.3e}{g['grad_mean'][n]:>14.3e}"
+        )
     print()
     for label, r in results.items():
-        print(f"{label:<9} test accuracy {100 * r['accuracy']:6.2f}%   "
-              f"final train loss {r['final_loss']:.4f}   {r['seconds']:.1f} s")
+        print(
+            f"{label:<9} test accuracy {100 * r['accuracy']:6.2f}%   "
+            f"final train loss {r['final_loss']:.4f}   {r['seconds']:.1f} s"
+        )
     return results

@@ -46,8 +46,13 @@ def plot_pair(f: Any, output: str | Path, *, max_gain: float = 25.0, anchor: str
         ax1.plot(x, ga, label="A_f' = 1/f'")
         ax1.set_yscale("symlog", linthresh=1.0)
         for ax in (ax0, ax1):
-            ax.axvspan(max(adv.lo, -span), min(adv.hi, span), color="tab:green", alpha=0.08,
-                       label=f"stable interval (gain <= {max_gain:g})")
+            ax.axvspan(
+                max(adv.lo, -span),
+                min(adv.hi, span),
+                color="tab:green",
+                alpha=0.08,
+                label=f"stable interval (gain <= {max_gain:g})",
+            )
     for ax, title in ((ax0, "function"), (ax1, "derivative")):
         ax.axhline(0, color="k", lw=0.5)
         ax.axvline(0, color="k", lw=0.5)

@@ -80,6 +80,7 @@ def _underflowed(d: np.ndarray) -> np.ndarray:
 def check_derivative(name: str, deriv: Derivative) -> None:
     """Raise :class:`NoAdversarialError` if f' vanishes or changes sign."""
     xs = torch.linspace(-CHECK_EXTENT, CHECK_EXTENT, 40001, dtype=torch.float64)
+    xs[len(xs) // 2] = 0.0  # exactly 0 (linspace gives -4e-16), where kinks usually sit
     d = deriv(xs).detach().numpy()
     if not np.isfinite(d).all():
         bad = xs.numpy()[~np.isfinite(d)]
@@ -119,6 +120,8 @@ def stable_interval_of(name: str, deriv: Derivative, max_gain: float) -> tuple[f
 
     def excess(t: float) -> float:  # log-gain minus log(max_gain); +inf-safe
         d = abs(float(deriv(torch.tensor([t], dtype=torch.float64))[0]))
+        if math.isinf(d):
+            return -700.0
         return (-math.log(d) if d > 0 else 700.0) - math.log(max_gain)
 
     grid = np.concatenate(
@@ -128,7 +131,8 @@ def stable_interval_of(name: str, deriv: Derivative, max_gain: float) -> tuple[f
     for side in (-1.0, 1.0):
         pts = torch.tensor(side * grid, dtype=torch.float64)
         d = deriv(pts).detach().abs().numpy()
-        over = np.flatnonzero((d == 0) | (1 / np.maximum(d, 1e-300) > max_gain))
+        # a slope that is zero or NaN (a formula overflowing far out) counts as outside
+        over = np.flatnonzero(np.isnan(d) | (d == 0) | (1 / np.maximum(d, 1e-300) > max_gain))
         if len(over) == 0:
             edges.append(side * math.inf)
             continue

@@ -193,6 +193,12 @@ def _mish() -> ActivationSpec:
     return ActivationSpec("mish", F.mish, decomposition="mish")
 
 
+@_builtin("quick_gelu", decomposition="quick_gelu")
+def _quick_gelu() -> ActivationSpec:
+    fn = lambda x: x * torch.sigmoid(1.702 * x)
+    return ActivationSpec("quick_gelu", fn, decomposition="quick_gelu")
+
+
 def names() -> list[str]:
     return sorted(_REGISTRY)
 

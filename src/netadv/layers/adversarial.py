@@ -3,7 +3,8 @@
 Forward on the stable interval ``[lo, hi]`` is ``A_f``; outside it, the C1 linear continuation
 ``A_f(xc) + (x - xc) / f'(xc)`` with ``xc = clamp(x, lo, hi)``. Backward is the exact
 ``1/f'(xc)``. Both come from one custom autograd.Function that saves only its input. Half
-precision inputs are computed in float32 and saturate to the dtype's finite range.
+precision inputs are computed in float32; values and gradients saturate to the input dtype's
+finite range, so every finite input gives finite outputs.
 """
 
 from __future__ import annotations
@@ -35,41 +36,46 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _saturate(y: Tensor, dtype: torch.dtype) -> Tensor:
-    if dtype in (torch.float16, torch.bfloat16):
-        big = torch.finfo(dtype).max
-        y = y.clamp(-big, big)
-    return y.to(dtype)
+    """``y`` (a fresh intermediate, clamped in place) held to ``dtype``'s finite range: the
+    linear continuation of a large finite input can overflow float32 as well as half types."""
+    big = torch.finfo(dtype).max
+    return y.clamp_(-big, big).to(dtype)
 
 
 class _Kernel:
-    """The math of one adversarial: ``value`` (A with A(0)=0) and ``inv_slope`` (1/f')."""
+    """The math of one adversarial: ``value`` (A with A(0)=0) and ``inv_slope`` (1/f') on
+    ``[lo, hi]``, and the constant slopes ``A`` continues with beyond each edge."""
 
-    def __init__(self, value, inv_slope, table: KnotTable | None):
-        self.value = value
-        self.inv_slope = inv_slope
-        self.table = table
+    def __init__(self, value, inv_slope, table: KnotTable | None, lo: float, hi: float):
+        self.value, self.inv_slope, self.table = value, inv_slope, table
+        self.lo, self.hi = lo, hi
+        edge = lambda v: float(inv_slope(torch.tensor([v], dtype=torch.float64))[0])
+        self.slope_lo = edge(lo) if math.isfinite(lo) else 0.0
+        self.slope_hi = edge(hi) if math.isfinite(hi) else 0.0
 
 
 class AdversarialFunction(torch.autograd.Function):
     """``A_f`` with the exact backward; saves only the input."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, kernel: _Kernel, lo: float, hi: float, offset: float, table):
+    def forward(ctx, x: Tensor, kernel: _Kernel, offset: float, table):
         ctx.save_for_backward(x)
-        ctx.kernel, ctx.lo, ctx.hi, ctx.table = kernel, lo, hi, table
+        ctx.kernel = kernel
+        lo, hi = kernel.lo, kernel.hi
         xf = x.to(compute_dtype(x.dtype))
         xc = xf.clamp(lo, hi)
         y = kernel.value(xc, table) if table is not None else kernel.value(xc)
-        if math.isfinite(lo) or math.isfinite(hi):
-            y = y + (xf - xc) * kernel.inv_slope(xc)
+        if math.isfinite(lo) or math.isfinite(hi):  # C1 linear continuation past the edges
+            y = y + (xf - xc) * torch.where(xf > hi, kernel.slope_hi, kernel.slope_lo)
         return _saturate(y + offset, x.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
-        xc = x.to(compute_dtype(x.dtype)).clamp(ctx.lo, ctx.hi)
-        g = grad.to(xc.dtype) * ctx.kernel.inv_slope(xc)
-        return _saturate(g, x.dtype), None, None, None, None, None
+        kernel = ctx.kernel
+        xc = x.to(compute_dtype(x.dtype)).clamp(kernel.lo, kernel.hi)
+        g = grad.to(xc.dtype) * kernel.inv_slope(xc)
+        return _saturate(g, x.dtype), None, None, None
 
 
 def _camel(name: str) -> str:
@@ -117,7 +123,9 @@ def _symbolic_closed_form(spec: ActivationSpec, timeout_s: float = 3.0) -> cf.Cl
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-    if a.has(sympy.Integral):
+    # a function the compiler does not know (erfi, Ei...) would only fail when called
+    unknown = {type(f).__name__ for f in a.atoms(sympy.Function)} - set(symbolic.TORCH_FUNCTIONS)
+    if a.has(sympy.Integral) or unknown:
         return None
     try:
         value = symbolic.unary(a - a.subs(x, 0), x)
@@ -172,7 +180,10 @@ class Adversarial(nn.Module):
         if closed is not None:
             table = None
         self.closed_form = closed is not None
-        self._kernel = _Kernel(closed.value if closed else table, inv_slope, table)
+        # a knot table covers [-SCAN_EXTENT, SCAN_EXTENT] on an unbounded side; past that,
+        # the same linear continuation as at a stable edge
+        lo, hi = (table.lo, table.hi) if table is not None else (self.lo, self.hi)
+        self._kernel = _Kernel(closed.value if closed else table, inv_slope, table, lo, hi)
         self._table = table.table if table is not None else None
 
     def _get_name(self) -> str:
@@ -195,11 +206,11 @@ class Adversarial(nn.Module):
             dtype = compute_dtype(x.dtype)
             if table.device != x.device or table.dtype != dtype:
                 table = table.to(device=x.device, dtype=dtype)
-        return AdversarialFunction.apply(x, self._kernel, self.lo, self.hi, self.offset, table)
+        return AdversarialFunction.apply(x, self._kernel, self.offset, table)
 
     def inv_slope(self, x: Tensor) -> Tensor:
         """``A_f'(x)`` as used in backward (for diagnostics and tests)."""
-        xc = x.to(compute_dtype(x.dtype)).clamp(self.lo, self.hi)
+        xc = x.to(compute_dtype(x.dtype)).clamp(self._kernel.lo, self._kernel.hi)
         return self._kernel.inv_slope(xc)
 
 

@@ -260,7 +260,7 @@ def hdfgd(
         wide_norm = _wide_norm(norm, k * width)
         if init == "copy":
             _copy_interleaved(wide_norm, norm, k)
-        wide_norm.train(norm.training)
+
     new_consumer = None
     if consumer is not None:
         new_consumer = _like(consumer, in_width=width) if match_params else copy.deepcopy(consumer)
@@ -278,6 +278,8 @@ def hdfgd(
         width=width,
     )
     block.train(producer.training)
+    if wide_norm is not None:
+        wide_norm.train(norm.training)
     return block
 
 
