@@ -5,6 +5,7 @@ from netadv.decompose import Decomposition, decompose
 from netadv.errors import ConfigError, NoAdversarialError
 from netadv.layers.adversarial import Adversarial, adversarial, stable_interval
 from netadv.layers.hdfgd import HDFGD, hdfgd, penalty
+from netadv.rewrite import RewritePlan, plan, rewrite
 
 __all__ = [
     "HDFGD",
@@ -12,12 +13,15 @@ __all__ = [
     "ConfigError",
     "Decomposition",
     "NoAdversarialError",
+    "RewritePlan",
     "adversarial",
     "decompose",
     "hdfgd",
     "list_activations",
     "penalty",
+    "plan",
     "register_activation",
+    "rewrite",
     "stable_interval",
 ]
 __version__ = "0.1.0"

@@ -38,17 +38,9 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from netadv.demo import DemoConfig, run
+    from netadv.demo import run
 
-    cfg = DemoConfig(
-        depth=args.depth,
-        width=args.width,
-        epochs=args.epochs,
-        data_dir=args.data_dir,
-        seed=args.seed,
-        limit=args.limit,
-    )
-    run(cfg)
+    run(data_dir=args.data_dir, output_dir=args.output_dir, quiet=args.quiet, overrides=args.set)
     return 0
 
 
@@ -110,13 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchor", default="f0", choices=["f0", "zero"])
     p.set_defaults(func=_cmd_plot)
 
-    p = sub.add_parser("demo", help="deep sigmoid MLP on Fashion-MNIST: baseline vs GA")
-    p.add_argument("--depth", type=int, default=12)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("demo", help="Fashion-MNIST: ViT GELU vs HD-FGD vs SA; sigmoid MLP vs GA")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--limit", type=int, default=None, help="use only N training examples")
+    p.add_argument("--output-dir", default=None, help="default: runs/demo")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of both demo configs",
+    )
+    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("train", help="train one config (torchrun -m netadv train for DDP)")
@@ -128,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="baseline,ga,hdfgd,sa")
     p.add_argument("--seeds", default="0,1,2")
     p.set_defaults(func=_cmd_sweep)
+
+    from netadv.rewrite.cli import add_plan_arguments, run_plan
+
+    p = sub.add_parser("plan", help="print the rewrite plan of a torchvision/timm/own model")
+    add_plan_arguments(p)
+    p.set_defaults(func=run_plan)
 
     from netadv.experiments.report import add_compare_arguments, compare_main
 

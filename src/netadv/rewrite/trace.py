@@ -1,0 +1,515 @@
+"""Find the activation sites of a model in forward-execution order, with the data flow around
+them (which layer produced an activation's input, who reads its output).
+
+Three ways, best first:
+
+- ``example_inputs`` (or inputs inferred from the model, such as HuggingFace's
+  ``dummy_inputs``): run the model once in eval mode under ``no_grad`` with module hooks and a
+  ``TorchFunctionMode``; every module call and every torch function call is recorded with the
+  identity of the tensors it reads and writes. This sees shared modules, functional calls and
+  models torch.fx cannot trace.
+- torch.fx: trace the model symbolically and read the same facts off the graph.
+- module structure: the registration order of the modules; data flow is known only inside
+  ``nn.Sequential``. The plan says so.
+
+All three give a :class:`Trace`: a list of :class:`Call` records in execution order. A call is
+one use of an *atomic* module (an activation, a Linear/Conv, a normalisation, a pass-through
+such as Dropout, a netadv layer) or one torch function call made outside them; what happens
+inside an atomic module is not recorded, and every other module is transparent (so a
+functional call inside a user's module is a site of its own).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
+
+from netadv.activations import registry
+from netadv.activations.registry import ActivationSpec
+from netadv.errors import ConfigError
+from netadv.layers.adversarial import Adversarial
+from netadv.layers.hdfgd import HDFGD
+from netadv.rewrite import ecosystem as eco
+from netadv.rewrite.modules import Activation, Folded
+
+Key = Hashable
+
+#: Results of these calls describe a tensor, they do not read its values.
+_METADATA_METHODS = {"size", "dim", "numel", "ndimension", "nelement", "stride", "is_contiguous"}
+_METADATA_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "layout"}
+
+
+@dataclass
+class SiteCall:
+    """What makes a call an activation site."""
+
+    kind: str  # "module" | "function"
+    target: str  # module path relative to the owner, or the function's family ("sigmoid")
+    spec: ActivationSpec | None  # None: an activation netadv has no registry entry for
+    title: str
+    inplace: bool = False
+    node: str | None = None  # fx node name in the root trace (torch.fx discovery)
+    occurrence: int = 0  # index among the owner's calls of the same target, per owner call
+
+
+@dataclass
+class Call:
+    kind: str  # "module" | "function" | "output"
+    name: str  # module path, or the function's name
+    owner: str  # path of the module whose forward made the call ("" = the model)
+    owner_call: int
+    inputs: tuple[Key, ...]
+    outputs: tuple[Key, ...]
+    passthrough: bool = False
+    module_type: type | None = None
+    site: SiteCall | None = None
+
+    def describe(self) -> str:
+        if self.kind == "module":
+            return f"{self.name} ({self.module_type.__name__})"
+        if self.kind == "output":
+            return "the model's output"
+        return f"{self.name} (a function call)"
+
+
+@dataclass
+class Trace:
+    mode: str  # "example_inputs" | "inferred inputs" | "torch.fx" | "module structure"
+    calls: list[Call]
+    module_calls: Counter  # module path -> calls per forward
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.users: dict[Key, list[int]] = defaultdict(list)
+        self.maker: dict[Key, int] = {}
+        for i, c in enumerate(self.calls):
+            for k in dict.fromkeys(c.inputs):
+                self.users[k].append(i)
+            for k in c.outputs:
+                self.maker.setdefault(k, i)
+
+    def sites(self) -> list[Call]:
+        return [c for c in self.calls if c.site is not None]
+
+    def readers(self, key: Key) -> list[Call]:
+        return [self.calls[i] for i in self.users.get(key, [])]
+
+    def made_by(self, key: Key) -> Call | None:
+        i = self.maker.get(key)
+        return None if i is None else self.calls[i]
+
+
+def is_netadv(m: nn.Module) -> bool:
+    return isinstance(m, Adversarial | HDFGD | Folded | Activation)
+
+
+def is_atomic(m: nn.Module) -> bool:
+    return (
+        eco.module_activation(m) is not None
+        or is_netadv(m)
+        or eco.is_producer(m)
+        or eco.is_passthrough(m)
+        or eco.is_norm(m)
+    )
+
+
+def _module_site(m: nn.Module, target: str) -> SiteCall | None:
+    found = eco.module_activation(m)
+    if found is None:
+        return None
+    name, title = found
+    spec = registry.resolve(m) if name is not None else None
+    return SiteCall("module", target, spec, title)
+
+
+def _constant(v: Any) -> bool:
+    return v is None or isinstance(v, bool | int | float | str)
+
+
+def _function_site(op: eco.FunctionalOp, rest: tuple, kwargs: dict) -> SiteCall:
+    if not all(_constant(v) for v in list(rest) + list(kwargs.values())):
+        return SiteCall("function", op.family, None, f"{op.family} (computed arguments)")
+    name, params, inplace = eco.functional_activation(op, rest, kwargs)
+    spec = registry.by_name(name, **params) if name is not None else None
+    return SiteCall("function", op.family, spec, spec.title if spec else op.family, inplace)
+
+
+class _Owners:
+    """Relative paths of modules inside their owners (a shared module may live elsewhere)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.cache: dict[str, dict[int, str]] = {}
+
+    def relative(self, owner: str, module: nn.Module, path: str) -> str:
+        if owner == "":
+            return path
+        if path.startswith(owner + "."):
+            return path[len(owner) + 1 :]
+        if owner not in self.cache:
+            sub = self.model.get_submodule(owner)
+            self.cache[owner] = {}
+            for p, m in sub.named_modules():
+                self.cache[owner].setdefault(id(m), p)
+        return self.cache[owner].get(id(module), path)
+
+
+def _number_sites(calls: list[Call]) -> None:
+    seen: Counter = Counter()
+    for c in calls:
+        if c.site is not None:
+            k = (c.owner, c.owner_call, c.site.kind, c.site.target)
+            c.site.occurrence = seen[k]
+            seen[k] += 1
+
+
+# ---- running the model ------------------------------------------------------------------------
+
+
+@dataclass
+class _Frame:
+    path: str
+    index: int
+    module: nn.Module | None = None
+    atomic: bool = False
+    recorded: bool = True
+    inputs: tuple = ()
+    input_objects: tuple = ()
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.paths: dict[int, str] = {}
+        for p, m in model.named_modules():
+            self.paths.setdefault(id(m), p)
+        self.owners = _Owners(model)
+        self.stack: list[_Frame] = []
+        self.calls: list[Call] = []
+        self.keep: list[Any] = []  # keeps tensors alive so their ids stay unique
+        self.generation: Counter = Counter()
+        self.counts: Counter = Counter()
+
+    def key(self, t: torch.Tensor) -> Key:
+        try:
+            version = t._version
+        except RuntimeError:  # inference tensors
+            version = 0
+        return (id(t), version, self.generation[id(t)])
+
+    def tensors(self, tree: Any) -> list[torch.Tensor]:
+        return [x for x in tree_leaves(tree) if isinstance(x, torch.Tensor)]
+
+    def opaque(self) -> bool:
+        return bool(self.stack) and (self.stack[-1].atomic or not self.stack[-1].recorded)
+
+    def owner(self) -> tuple[str, int]:
+        return (self.stack[-1].path, self.stack[-1].index) if self.stack else ("", 0)
+
+    def _outputs(self, outs: list[torch.Tensor], passthrough: bool, objects) -> tuple:
+        keys = []
+        for t in outs:
+            if passthrough and any(t is o for o in objects):
+                self.generation[id(t)] += 1  # same object, new value in the data flow
+            keys.append(self.key(t))
+        self.keep.extend(outs)
+        return tuple(keys)
+
+    # module hooks
+    def pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        with torch._C.DisableTorchFunction():
+            path = self.paths[id(module)]
+            index = self.counts[path]
+            self.counts[path] += 1
+            if self.opaque():
+                self.stack.append(_Frame(path, index, recorded=False))
+                return
+            ins = self.tensors((args, kwargs))
+            self.keep.extend(ins)
+            self.stack.append(
+                _Frame(
+                    path,
+                    index,
+                    module,
+                    path != "" and is_atomic(module),  # the model itself is always traced into
+                    True,
+                    tuple(self.key(t) for t in ins),
+                    tuple(ins),
+                )
+            )
+
+    def post(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        with torch._C.DisableTorchFunction():
+            frame = self.stack.pop()
+            if not frame.recorded or not frame.atomic:
+                return
+            passthrough = eco.is_passthrough(module)
+            outs = self._outputs(self.tensors(output), passthrough, frame.input_objects)
+            owner, owner_call = self.owner()
+            target = self.owners.relative(owner, module, frame.path)
+            self.calls.append(
+                Call(
+                    "module",
+                    frame.path,
+                    owner,
+                    owner_call,
+                    frame.inputs,
+                    outs,
+                    passthrough,
+                    type(module),
+                    _module_site(module, target),
+                )
+            )
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.opaque():
+            return func(*args, **kwargs)
+        ins = self.tensors((args, kwargs))
+        in_keys = tuple(self.key(t) for t in ins)
+        out = func(*args, **kwargs)
+        outs = self.tensors(out)
+        if not outs and out is not None:  # a shape, a dtype, a Python number: metadata
+            return out
+        self.keep.extend(ins)
+        passthrough = eco.is_passthrough_function(func)
+        out_keys = self._outputs(outs, passthrough, ins)
+        op = eco.functional_op(func)
+        site = _function_site(op, tuple(args[1:]), kwargs) if op is not None else None
+        owner, owner_call = self.owner()
+        name = getattr(func, "__name__", None) or repr(func)
+        self.calls.append(
+            Call("function", name, owner, owner_call, in_keys, out_keys, passthrough, None, site)
+        )
+        return out
+
+
+def record_run(model: nn.Module, args: tuple, kwargs: dict, mode: str) -> Trace:
+    """Run ``model(*args, **kwargs)`` once (eval mode, no_grad, no state changed) and record."""
+    rec = _Recorder(model)
+    handles = []
+    modes = {m: m.training for m in model.modules()}
+    try:
+        for m in model.modules():
+            handles.append(m.register_forward_pre_hook(rec.pre, with_kwargs=True))
+            handles.append(m.register_forward_hook(rec.post, with_kwargs=True, always_call=True))
+        model.eval()
+        with torch.no_grad(), rec:
+            out = model(*args, **kwargs)
+        outs = tuple(rec.key(t) for t in rec.tensors(out))
+        rec.calls.append(Call("output", "output", "", 0, outs, ()))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    _number_sites(rec.calls)
+    return Trace(mode, rec.calls, rec.counts)
+
+
+# ---- torch.fx -------------------------------------------------------------------------------
+
+
+class _RootTracer(fx.Tracer):
+    """Traces through modules with children; records which module's forward made each node."""
+
+    def __init__(self):
+        super().__init__()
+        self.owner_stack: list[tuple[str, int]] = [("", 0)]
+        self.counts: Counter = Counter({"": 1})
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return is_atomic(m) or super().is_leaf_module(m, qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        path = self.path_of_module(m)
+        index = self.counts[path]
+        self.counts[path] += 1
+        if self.is_leaf_module(m, path):
+            return super().call_module(m, forward, args, kwargs)
+        self.owner_stack.append((path, index))
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        finally:
+            self.owner_stack.pop()
+
+    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
+        node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        node.meta["netadv_owner"] = self.owner_stack[-1]
+        return node
+
+
+def _is_metadata(node: fx.Node) -> bool:
+    if node.op == "call_method" and node.target in _METADATA_METHODS:
+        return True
+    return (
+        node.op == "call_function"
+        and node.target is getattr
+        and len(node.args) > 1
+        and node.args[1] in _METADATA_ATTRS
+    )
+
+
+def record_fx(model: nn.Module) -> Trace:
+    tracer = _RootTracer()
+    graph = tracer.trace(model)
+    owners = _Owners(model)
+    calls: list[Call] = []
+    for node in graph.nodes:
+        if node.op in ("placeholder", "get_attr") or _is_metadata(node):
+            continue
+        owner, owner_call = node.meta.get("netadv_owner", ("", 0))
+        ins = tuple(n.name for n in node.all_input_nodes)
+        if node.op == "output":
+            calls.append(Call("output", "output", "", 0, ins, ()))
+            continue
+        if node.op == "call_module":
+            m = model.get_submodule(node.target)
+            passthrough = eco.is_passthrough(m)
+            site = _module_site(m, owners.relative(owner, m, node.target))
+            calls.append(
+                Call(
+                    "module",
+                    node.target,
+                    owner,
+                    owner_call,
+                    ins,
+                    (node.name,),
+                    passthrough,
+                    type(m),
+                    site,
+                )
+            )
+            continue
+        method = node.op == "call_method"
+        op = eco.functional_op(node.target, method=method)
+        passthrough = not method and eco.is_passthrough_function(node.target)
+        site = None
+        if op is not None:
+            site = _function_site(op, tuple(node.args[1:]), dict(node.kwargs))
+            site.node = node.name
+        name = node.target if method else getattr(node.target, "__name__", str(node.target))
+        calls.append(
+            Call("function", name, owner, owner_call, ins, (node.name,), passthrough, None, site)
+        )
+    _number_sites(calls)
+    return Trace("torch.fx", calls, tracer.counts)
+
+
+# ---- module structure ---------------------------------------------------------------------------
+
+
+def record_structure(model: nn.Module) -> Trace:
+    """Registration order; data flow only between consecutive children of an nn.Sequential."""
+    calls: list[Call] = []
+    counts: Counter = Counter()
+    previous: dict[str, tuple[str, nn.Module]] = {}
+    for path, m in model.named_modules():
+        if path == "" or not is_atomic(m):
+            continue
+        parent_path, _, leaf = path.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        before = previous.get(parent_path)
+        source = ("out", before[0]) if isinstance(parent, nn.Sequential) and before else None
+        previous[parent_path] = (path, m)
+        counts[path] = 1
+        ins = (source if source is not None else ("in", path),)
+        passthrough = eco.is_passthrough(m)
+        calls.append(
+            Call(
+                "module",
+                path,
+                parent_path,
+                0,
+                ins,
+                (("out", path),),
+                passthrough,
+                type(m),
+                _module_site(m, leaf),
+            )
+        )
+    # the last child of a Sequential feeds something the structure does not show
+    for parent_path, (path, _) in previous.items():
+        calls.append(Call("output", "unknown", parent_path, 0, (("out", path),), ()))
+    _number_sites(calls)
+    return Trace("module structure", calls, counts)
+
+
+# ---- choosing a way ---------------------------------------------------------------------------
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:200]
+
+
+def infer_inputs(model: nn.Module) -> tuple[tuple, dict, str] | None:
+    """Inputs a model describes itself: HuggingFace ``pixel_values`` of the configured image
+    size, or ``dummy_inputs``."""
+    p = next(iter(model.parameters()), None)
+    device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    config = getattr(model, "config", None)
+    size = getattr(config, "image_size", None)
+    channels = getattr(config, "num_channels", None)
+    if getattr(model, "main_input_name", None) == "pixel_values" and size and channels:
+        hw = tuple(size) if isinstance(size, list | tuple) else (size, size)
+        x = torch.randn(1, channels, *hw, device=device, dtype=dtype)
+        return (), {"pixel_values": x}, f"model.config (pixel_values of shape {tuple(x.shape)})"
+    dummy = getattr(model, "dummy_inputs", None)
+    if isinstance(dummy, dict) and dummy:
+        kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dummy.items()}
+        return (), kwargs, "model.dummy_inputs"
+    return None
+
+
+def split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
+    if isinstance(example_inputs, dict):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, list | tuple):
+        return tuple(example_inputs), {}
+    raise TypeError(
+        f"example_inputs must be a tuple of positional inputs (as torch.export takes them), a "
+        f"tensor, or a dict of keyword inputs; got {type(example_inputs).__name__}"
+    )
+
+
+def discover(model: nn.Module, example_inputs: Any = None) -> Trace:
+    eco.register_libraries()
+    if example_inputs is not None:
+        args, kwargs = split_inputs(example_inputs)
+        try:
+            return record_run(model, args, kwargs, "example_inputs")
+        except Exception as e:  # wrong inputs are a user error: say so in one line
+            raise ConfigError(f"the model failed on example_inputs ({_first_line(e)})") from e
+    notes = []
+    try:
+        return record_fx(model)
+    except Exception as e:  # any tracing failure: fall back, and say why
+        notes.append(f"torch.fx cannot trace the model ({_first_line(e)})")
+    inferred = infer_inputs(model)
+    if inferred is not None:
+        args, kwargs, source = inferred
+        try:
+            trace = record_run(model, args, kwargs, "inferred inputs")
+            trace.notes = notes + [f"ran the model on inputs from {source}"]
+            return trace
+        except Exception as e:
+            notes.append(f"running the model on {source} failed ({_first_line(e)})")
+    trace = record_structure(model)
+    trace.notes = notes + [
+        "no example_inputs: sites are listed in module registration order (not verified to be "
+        "execution order); shared modules and functional calls cannot be seen, and producers "
+        "are known only inside nn.Sequential; pass example_inputs for a complete plan"
+    ]
+    return trace
