@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from netadv.activations.registry import ActivationSpec, resolve
+from netadv.activations.registry import ActivationSpec, register_module_class, resolve
 
 
 class Folded(nn.Identity):
@@ -34,6 +34,12 @@ class Activation(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.spec.fn(x)
+
+
+# so that plans, diagnostics and a second rewrite recognise it as the activation it computes
+register_module_class(
+    Activation, "identity", lambda m: {"_name": m.spec.name, **dict(m.spec.params)}
+)
 
 
 def _nn_class(spec: ActivationSpec) -> nn.Module | None:
