@@ -9,7 +9,7 @@ FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # against the local wheels instead of fetching another build).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install data lint clean
+.PHONY: demo test install data lint clean study study-smoke
 
 install: $(STAMP)
 
@@ -37,6 +37,14 @@ demo: $(STAMP) data
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The reproduction study (hours on 2 cores; finished runs are reused) and its toy-size version.
+study: $(STAMP) data
+	$(PY) -m netadv study --spec configs/study.yaml
+
+study-smoke: $(STAMP)
+	$(PY) -m netadv study --spec configs/study.yaml --smoke --runs-dir runs/study-smoke \
+	  --report-dir runs/study-smoke/results
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -6,8 +6,14 @@ import time
 
 from netadv.demo import run
 
-TINY = ["dataset=synthetic", "image_size=14", "limit_train=256", "limit_test=128", "epochs=1",
-        "diagnostics_every=2"]
+TINY = [
+    "dataset=synthetic",
+    "image_size=14",
+    "limit_train=256",
+    "limit_test=128",
+    "epochs=1",
+    "diagnostics_every=2",
+]
 
 
 def test_demo_writes_both_reports_and_reruns_fast(tmp_path, capsys):

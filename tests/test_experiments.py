@@ -74,7 +74,18 @@ def test_shipped_configs_load():
     configs = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
     assert configs, "configs/ ships experiment configs"
     for path in configs:
+        if path.name == "study.yaml":  # the study spec, not a run config (tests/test_study.py)
+            continue
         config_mod.load(path)
+
+
+def test_ga_that_changes_nothing_is_an_error(tmp_path):
+    """GA on a GELU model has no adversarial site: the arm would silently be the baseline."""
+    cfg = tiny(
+        tmp_path, "name=g", "method=ga", "model_kwargs={depth: 2, width: 32, activation: gelu}"
+    )
+    with pytest.raises(ConfigError, match="changes no activation site"):
+        train(cfg, quiet=True)
 
 
 # -- data -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from netadv.activations.catalog import list_activations, register_activation
 from netadv.decompose import Decomposition, decompose
 from netadv.errors import ConfigError, NoAdversarialError
+from netadv.fused import get_backend, set_backend
 from netadv.layers.adversarial import Adversarial, adversarial, stable_interval
 from netadv.layers.hdfgd import HDFGD, hdfgd, penalty
 from netadv.rewrite import RewritePlan, plan, rewrite
@@ -16,12 +17,14 @@ __all__ = [
     "RewritePlan",
     "adversarial",
     "decompose",
+    "get_backend",
     "hdfgd",
     "list_activations",
     "penalty",
     "plan",
     "register_activation",
     "rewrite",
+    "set_backend",
     "stable_interval",
 ]
 __version__ = "0.1.0"

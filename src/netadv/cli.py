@@ -74,6 +74,21 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_study(args) -> int:
+    from netadv.experiments.study import run_study
+    from netadv.experiments.sweep import parse_list
+
+    index = run_study(
+        args.spec,
+        smoke=args.smoke,
+        only=parse_list(args.only) if args.only else None,
+        runs_dir=args.runs_dir,
+        report_dir=args.report_dir,
+    )
+    print(f"wrote {index}")
+    return 0
+
+
 def _add_config_arguments(p) -> None:
     p.add_argument("--config", default=None, help="a YAML config (see configs/)")
     p.add_argument(
@@ -125,11 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2")
     p.set_defaults(func=_cmd_sweep)
 
+    p = sub.add_parser("study", help="run the reproduction study (configs/study.yaml)")
+    p.add_argument("--spec", default="configs/study.yaml")
+    p.add_argument("--smoke", action="store_true", help="toy sizes, one seed (CI)")
+    p.add_argument("--only", default=None, help="comma-separated experiment names")
+    p.add_argument("--runs-dir", default=None)
+    p.add_argument("--report-dir", default=None)
+    p.set_defaults(func=_cmd_study)
+
     from netadv.rewrite.cli import add_plan_arguments, run_plan
 
     p = sub.add_parser("plan", help="print the rewrite plan of a torchvision/timm/own model")
     add_plan_arguments(p)
     p.set_defaults(func=run_plan)
+
+    from netadv.bench import add_bench_arguments, bench_main
+
+    p = sub.add_parser("bench", help="speed/memory benchmarks against native PyTorch (P1-P6)")
+    add_bench_arguments(p)
+    p.set_defaults(func=bench_main)
 
     from netadv.experiments.report import add_compare_arguments, compare_main
 

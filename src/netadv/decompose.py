@@ -71,7 +71,7 @@ class Decomposition:
         from netadv.layers.adversarial import Adversarial
 
         modules: dict[str, nn.Module] = {}
-        t = sympy.Dummy("t", real=True)
+        t = _T
 
         def walk(e: sympy.Basic) -> sympy.Basic:
             if isinstance(e, sympy.Function) and len(e.args) == 1:
@@ -103,6 +103,9 @@ class Decomposition:
         return expr, modules
 
 
+#: The variable of a term function (one object, so per-chain caches hit).
+_T = sympy.Dummy("t", real=True)
+
 _SYMPY_TO_REGISTRY = {
     "exp": "exp",
     "tanh": "tanh",
@@ -117,6 +120,12 @@ _SYMPY_TO_REGISTRY = {
 def _chain_spec(chain: list, g: sympy.Expr, t: sympy.Symbol) -> ActivationSpec:
     if len(chain) == 1 and chain[0].__name__ in _SYMPY_TO_REGISTRY:
         return resolve(_SYMPY_TO_REGISTRY[chain[0].__name__])
+    return _composite_spec(tuple(chain), g, t)
+
+
+@functools.lru_cache(maxsize=128)
+def _composite_spec(chain: tuple, g: sympy.Expr, t: sympy.Symbol) -> ActivationSpec:
+    """One spec object per chain, so its stable interval is computed once per process."""
     name = "_".join(fn.__name__ for fn in chain)
     # no sympy integrate here (expr=None): composite chains rarely have one, and it can be slow
     return ActivationSpec(name, symbolic.unary(g, t), symbolic.unary(sympy.diff(g, t), t))

@@ -5,6 +5,11 @@ Knots are uniform in ``u = asinh(x)`` (dense near 0 where activations bend, spar
 the integral of ``1/f'`` from 0 by 8-point Gauss-Legendre per interval (float64); slopes are the
 exact ``1/f'`` taken just inside each interval, so a kink at a knot (ELU, LeakyReLU at 0) is
 represented exactly. Between knots, a cubic Hermite polynomial.
+
+Evaluation is vectorised with no search and no sort: the interval index is one truncation of
+``asinh(x)/du`` (asinh written through log and sqrt, about 10x faster than ``torch.asinh`` on
+CPU; an index off by one at a knot only extrapolates the neighbouring cubic by a rounding
+error), then one ``index_select`` per coefficient column (much faster than fancy indexing).
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ class KnotTable:
         v0, v1 = v[:-1], v[1:]
         c2 = 3 * (v1 - v0) - 2 * h * m0 - h * m1
         c3 = 2 * (v0 - v1) + h * m0 + h * m1
-        #: One row per interval: start, width, then the cubic's coefficients in t = (x-start)/width.
-        self.table = torch.stack([x0, h, v0, h * m0, c2, c3], dim=-1).contiguous()
+        #: One column per interval: start, 1/width, then the cubic's coefficients in
+        #: t = (x - start) / width.
+        self.table = torch.stack([x0, 1 / h, v0, h * m0, c2, c3]).contiguous()
         self.u0 = k0 * du
         self.du = du
         self.lo, self.hi = a, b
@@ -54,7 +60,12 @@ class KnotTable:
     def __call__(self, x: Tensor, table: Tensor) -> Tensor:
         """Evaluate at ``x`` (already clamped into the table), with ``table`` = ``self.table``
         in x's dtype and device."""
-        idx = ((torch.asinh(x) - self.u0) / self.du).floor().long().clamp_(0, table.shape[0] - 1)
-        row = table[idx]
-        t = (x - row[..., 0]) / row[..., 1]
-        return ((row[..., 5] * t + row[..., 4]) * t + row[..., 3]) * t + row[..., 2]
+        a = x.abs()
+        u = torch.copysign(torch.log(a + torch.sqrt(a * a + 1)), x)  # asinh(x)
+        idx = ((u - self.u0) * (1 / self.du)).to(torch.int32).clamp_(0, table.shape[1] - 1)
+        idx = idx.reshape(-1)
+        x0, inv_h, v0, m0, c2, c3 = (
+            torch.index_select(c, 0, idx).view(x.shape) for c in table.unbind(0)
+        )
+        t = (x - x0) * inv_h
+        return ((c3 * t + c2) * t + m0) * t + v0

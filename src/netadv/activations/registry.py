@@ -233,10 +233,27 @@ def by_name(name: str, **params) -> ActivationSpec:
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
         raise _unknown(name)
+    factory = _REGISTRY[key]
     try:
-        return _REGISTRY[key](**params)
+        memo = (factory, tuple(sorted(params.items())))
+        hash(memo)
+    except TypeError:
+        memo = None
+    if memo is not None and memo in _SPECS:
+        return _SPECS[memo]
+    try:
+        spec = factory(**params)
     except TypeError as e:
         raise ValueError(f"bad parameters for activation {name!r}: {e}") from None
+    if memo is not None:
+        _SPECS[memo] = spec
+    return spec
+
+
+#: Specs already made, by (factory, parameters): the same activation resolves to the same spec
+#: object, so what is cached per spec (stable interval, shared kernels) is computed once.
+#: Keyed by the factory, so a name re-registered (or a registry restored) never hits stale specs.
+_SPECS: dict[tuple, ActivationSpec] = {}
 
 
 # torch.nn classes -> (registry name, how to read the instance's parameters). Extensible through

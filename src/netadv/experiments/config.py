@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,14 @@ import yaml
 
 from netadv.errors import ConfigError
 
+TASKS = ("classify", "translate")
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "digits", "synthetic")
 MODELS = ("mlp", "resnet18", "vit", "swin")
+# translation: gettext catalogs installed on the machine, or the user's parallel files
+TRANSLATE_DATASETS = ("gettext", "parallel")
+TRANSLATE_MODELS = ("transformer",)
+DECODINGS = ("greedy", "beam")
+LANG_PAIR = re.compile(r"^([a-z]{2,3}(?:_[A-Z]{2})?)-([a-z]{2,3}(?:_[A-Z]{2})?)$")
 METHODS = ("baseline", "ga", "hdfgd", "sa")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -24,6 +32,7 @@ class Config:
     """Everything one training run depends on (hyperparameters in one visible place)."""
 
     name: str = "run"
+    label: str | None = None  # the arm's name in reports (default: method[-activation])
     task: str = "classify"
     # data
     dataset: str = "fashion-mnist"
@@ -60,26 +69,48 @@ class Config:
     diagnostics: bool = False
     diagnostics_every: int = 50  # steps
     output_dir: str = "runs"
+    # translation (task: translate); model sizes go in model_kwargs
+    lang_pair: str = "en-fr"  # source-target; gettext catalogs translate from en
+    max_chars: int = 200  # corpus filter: longer sentences (either side) are dropped
+    max_len: int = 64  # subword tokens per sentence with BOS/EOS: longer train pairs dropped
+    vocab_size: int = 8000  # joint source+target byte-level BPE
+    decoding: str = "greedy"
+    beam_size: int = 4
+    target_bleu: float | None = None  # time to target for translation (BLEU, 0-100)
 
     @property
     def arm(self) -> str:
-        """The label runs are grouped by in reports: method, plus the replaced activation."""
+        """The label runs are grouped by in reports: ``label``, or the method plus the replaced
+        activation."""
+        if self.label:
+            return self.label
         return self.method if not self.activation else f"{self.method}-{self.activation}"
 
+    @property
+    def languages(self) -> tuple[str, str]:
+        """(source, target) language codes of ``lang_pair``."""
+        match = LANG_PAIR.match(self.lang_pair)
+        return match.group(1), match.group(2)
+
     def validate(self) -> Config:
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        translate = self.task == "translate"
         for key, allowed in (
-            ("dataset", DATASETS),
-            ("model", MODELS),
+            ("dataset", TRANSLATE_DATASETS if translate else DATASETS),
+            ("model", TRANSLATE_MODELS if translate else MODELS),
             ("method", METHODS),
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
+            ("decoding", DECODINGS),
         ):
-            if getattr(self, key) not in allowed and not (
-                key == "dataset" and self.task != "classify"
-            ):
+            if getattr(self, key) not in allowed:
+                task = f" for task {self.task}" if key in ("dataset", "model") else ""
                 raise ConfigError(
-                    f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}"
+                    f"{key} must be one of {', '.join(allowed)}{task}, got {getattr(self, key)!r}"
                 )
+        if translate:
+            self._validate_translation()
         for key in ("epochs", "batch_size", "eval_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -90,6 +121,29 @@ class Config:
                 f"target_accuracy is a fraction in (0, 1], got {self.target_accuracy}"
             )
         return self
+
+    def _validate_translation(self) -> None:
+        match = LANG_PAIR.match(self.lang_pair)
+        if not match or match.group(1) == match.group(2):
+            raise ConfigError(
+                f"lang_pair must be SOURCE-TARGET language codes such as en-fr, got "
+                f"{self.lang_pair!r}"
+            )
+        if self.dataset == "gettext" and match.group(1) != "en":
+            raise ConfigError(
+                f"gettext catalogs translate from English: lang_pair must be en-XX, got "
+                f"{self.lang_pair!r} (use dataset=parallel with your own files for other pairs)"
+            )
+        if self.dataset == "parallel" and not self.data_dir:
+            raise ConfigError(
+                "dataset=parallel reads your files: set data_dir to a folder holding "
+                "train.tsv/test.tsv or train.SRC/train.TGT-style files"
+            )
+        for key, low in (("max_len", 8), ("max_chars", 1), ("vocab_size", 300), ("beam_size", 1)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"{key} must be >= {low}, got {getattr(self, key)}")
+        if self.target_bleu is not None and not 0 < self.target_bleu <= 100:
+            raise ConfigError(f"target_bleu is a BLEU score in (0, 100], got {self.target_bleu}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,6 +223,11 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
             raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping of config keys")
+    return from_dict(apply_overrides(data, overrides))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply ``key=value`` / ``a.b=value`` overrides to a config mapping (in place)."""
     for text in overrides:
         keys, value = parse_override(text)
         target = data
@@ -177,4 +236,9 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
             if not isinstance(target, dict):
                 raise ConfigError(f"cannot set {text!r}: {k} is not a mapping")
         target[keys[-1]] = value
-    return from_dict(data)
+    return data
+
+
+def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A copy of ``cfg`` with ``key=value`` overrides applied."""
+    return from_dict(apply_overrides(copy.deepcopy(cfg.to_dict()), overrides))

@@ -224,6 +224,11 @@ def _last_metric(run: Run, key: str) -> float | None:
     return None
 
 
+def _target_key(task: str) -> str:
+    """The config key of a task's target for "time to target"."""
+    return "target_bleu" if task == "translate" else "target_accuracy"
+
+
 def _metric_getters(task: str) -> dict[str, Any]:
     """The two quality columns of a task: value of a run (in table units) or None."""
     if task == "translate":
@@ -294,7 +299,7 @@ def report_table(runs: list[Run], baseline: str = "baseline") -> list[dict[str, 
         row["time_to_target_mean"] = float(np.mean(reached)) if reached else None
         row["target_reached"] = len(reached)
         row["target_runs"] = len(ok)
-        row["target"] = _common([r.setting("target_accuracy") for r in group])
+        row["target"] = _common([r.setting(_target_key(task)) for r in group])
         row["params"] = _common([r.summary.get("params") for r in group])
         row["flops"] = _common([r.summary.get("flops") for r in group])
         rows.append(row)
@@ -588,6 +593,7 @@ def _mismatches(arms: dict[str, list[Run]]) -> list[str]:
     """Settings that differ between (or within) arms, as 'key (arm: values; ...)'."""
     checks = {
         "dataset": lambda r: r.setting("dataset"),
+        "lang_pair": lambda r: r.setting("lang_pair") if r.task == "translate" else None,
         "model": lambda r: r.setting("model"),
         "epochs": lambda r: r.setting("epochs"),
         "epochs completed by finished runs": lambda r: (
@@ -631,8 +637,9 @@ def _header(arms: dict[str, list[Run]], task: str) -> list[str]:
             else "test Top-1 accuracy after the last epoch (higher is better) and Top-5 error "
             "(100 - Top-5 accuracy, lower is better)"
         )
-        + "; mean train seconds per epoch; train seconds until the target accuracy "
-        f"({_values_of(runs, 'target_accuracy')}) was first reached.",
+        + "; mean train seconds per epoch; train seconds until the target "
+        + ("BLEU" if translate else "accuracy")
+        + f" ({_values_of(runs, _target_key(task))}) was first reached.",
     ]
     hardware = sorted(
         {_label(r.setting(k)) for r in runs for k in ("hardware",) if r.setting(k) is not None}

@@ -1,13 +1,24 @@
-"""Run a config over methods x seeds, each arm under identical conditions."""
+"""Run a config over arms (methods, or labelled method + overrides) x seeds, each arm under
+identical conditions."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import NamedTuple
 
 from netadv.errors import ConfigError
+from netadv.experiments import config as config_mod
 from netadv.experiments.config import METHODS, Config
 from netadv.experiments.train import CHECKPOINT, TrainingDiverged, train
+
+
+class Arm(NamedTuple):
+    """One arm of a comparison: a label (the report's row), a method, config overrides."""
+
+    label: str
+    method: str
+    set: tuple[str, ...] = ()
 
 
 def parse_list(text: str, kind=str) -> list:
@@ -20,26 +31,30 @@ def parse_list(text: str, kind=str) -> list:
         raise ConfigError(f"bad list {text!r}") from None
 
 
-def sweep(
-    cfg: Config, methods: list[str], seeds: list[int], *, resume: bool = False, quiet: bool = False
+def _finished(folder: Path) -> bool:
+    summary = folder / "summary.json"
+    return summary.exists() and '"status": "ok"' in summary.read_text()
+
+
+def sweep_arms(
+    cfg: Config, arms: list[Arm], seeds: list[int], *, resume: bool = False, quiet: bool = False
 ) -> list[Path]:
-    """Train every (method, seed); returns the run folders. A finished run is skipped (so a
-    killed sweep continues where it stopped with ``--resume``); a diverged run is recorded
-    and the sweep goes on."""
-    for m in methods:
-        if m not in METHODS:
-            raise ConfigError(f"unknown method {m!r}; known: {', '.join(METHODS)}")
+    """Train every (arm, seed); returns the run folders. With ``resume`` a finished run is
+    skipped and a killed one continues; a diverged run is recorded and the sweep goes on."""
+    for arm in arms:
+        if arm.method not in METHODS:
+            raise ConfigError(f"unknown method {arm.method!r}; known: {', '.join(METHODS)}")
     runs = []
-    for method in methods:
+    for arm in arms:
+        base = config_mod.with_overrides(cfg, arm.set) if arm.set else cfg
         for seed in seeds:
-            run = dataclasses.replace(cfg, method=method, seed=seed)
+            run = dataclasses.replace(base, method=arm.method, seed=seed)
+            if arm.label != arm.method:
+                run = dataclasses.replace(run, label=arm.label)
             run = dataclasses.replace(run, name=f"{cfg.name}-{run.arm}-s{seed}").validate()
             folder = Path(run.output_dir) / run.name
             runs.append(folder)
-            done = (folder / "summary.json").exists() and '"status": "ok"' in (
-                folder / "summary.json"
-            ).read_text()
-            if done and resume:
+            if resume and _finished(folder):
                 print(f"[{run.name}] already finished, skipped")
                 continue
             try:
@@ -47,3 +62,10 @@ def sweep(
             except TrainingDiverged as e:
                 print(e)
     return runs
+
+
+def sweep(
+    cfg: Config, methods: list[str], seeds: list[int], *, resume: bool = False, quiet: bool = False
+) -> list[Path]:
+    """Every method x seed (see :func:`sweep_arms`)."""
+    return sweep_arms(cfg, [Arm(m, m) for m in methods], seeds, resume=resume, quiet=quiet)

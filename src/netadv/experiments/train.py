@@ -67,31 +67,47 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def apply_method(model: nn.Module, cfg: Config, example: torch.Tensor) -> nn.Module:
+def _inputs(example: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The model's positional inputs: one tensor, or a tuple (e.g. source and target ids)."""
+    return example if isinstance(example, tuple) else (example,)
+
+
+def apply_method(
+    model: nn.Module, cfg: Config, example: torch.Tensor | tuple[torch.Tensor, ...]
+) -> nn.Module:
     """Baseline (optionally with every activation replaced), GA, HD-FGD or SA."""
     options = dict(cfg.rewrite)
     if cfg.method == "baseline":
         if cfg.activation is None:
             return model
         return netadv.rewrite(
-            model, "replace", activation=cfg.activation, example_inputs=(example,), inplace=True
+            model,
+            "replace",
+            activation=cfg.activation,
+            example_inputs=_inputs(example),
+            inplace=True,
         )
-    return netadv.rewrite(
-        model,
-        cfg.method,
-        activation=cfg.activation,
-        example_inputs=(example,),
-        inplace=True,
-        **options,
+    plan = netadv.plan(
+        model, cfg.method, activation=cfg.activation, example_inputs=_inputs(example), **options
     )
+    wanted = {"ga": ("A_f",), "hdfgd": ("HD-FGD",), "sa": ("SA",)}[cfg.method]
+    if not any(site.becomes in wanted for site in plan.sites):
+        # e.g. GA on a GELU model: no site has an adversarial, the arm would be the baseline
+        reasons = sorted({site.note for site in plan.sites if site.note}) or ["no sites found"]
+        raise ConfigError(
+            f"method {cfg.method} changes no activation site of this {cfg.model} "
+            f"({reasons[0]}); for GA set activation to one with an adversarial (sigmoid, "
+            "tanh, ...), for HD-FGD/SA one with a decomposition (gelu, silu, ...)"
+        )
+    return netadv.rewrite(model, plan, inplace=True)
 
 
-def count_flops(model: nn.Module, example: torch.Tensor) -> int:
+def count_flops(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...]) -> int:
     """Forward FLOPs for one example (matmuls and convolutions, as torch counts them)."""
     was_training = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(example[:1])
+        model(*(t[:1] for t in _inputs(example)))
     model.train(was_training)
     return int(counter.get_total_flops())
 
@@ -126,6 +142,20 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 
 # --------------------------------------------------------------------------------------------
 # run folder
+
+
+def run_folder(cfg: Config, main: bool, resume: bool) -> tuple[Path, Path]:
+    """(run folder, checkpoint path); refuses to overwrite a run, or to resume none."""
+    run_dir = Path(cfg.output_dir) / cfg.name
+    ckpt_path = run_dir / CHECKPOINT
+    if main and not resume and ckpt_path.exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run: pass --resume to continue it, or "
+            "choose another name/output_dir"
+        )
+    if resume and not ckpt_path.exists():
+        raise ConfigError(f"--resume: no checkpoint in {run_dir}")
+    return run_dir, ckpt_path
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -195,19 +225,15 @@ def evaluate(model: nn.Module, loader: DataLoader, device, world: int) -> dict[s
 
 def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict:
     """Run ``cfg``; returns the summary (also written to the run folder)."""
+    if cfg.task == "translate":
+        from netadv.experiments.translate import train_translation
+
+        return train_translation(cfg, resume=resume, quiet=quiet)
     rank, world, dist_device = setup_distributed()
     main = rank == 0
     device = dist_device or pick_device(cfg.device)
     hw = hardware(device, world)
-    run_dir = Path(cfg.output_dir) / cfg.name
-    ckpt_path = run_dir / CHECKPOINT
-    if main and not resume and ckpt_path.exists():
-        raise ConfigError(
-            f"{run_dir} already holds a run: pass --resume to continue it, or "
-            "choose another name/output_dir"
-        )
-    if resume and not ckpt_path.exists():
-        raise ConfigError(f"--resume: no checkpoint in {run_dir}")
+    run_dir, ckpt_path = run_folder(cfg, main, resume)
     seed_everything(cfg.seed)
 
     data = image_datasets(
