@@ -199,6 +199,36 @@ def read_metrics(path: Path, upto_epoch: int) -> list[dict]:
 # one epoch
 
 
+def optimizer_step(
+    loss, model, optimizer, scaler, scheduler, grad_clip, diagnostics, step, epoch
+) -> None:
+    """Backward (through the AMP scaler), optional clipping, diagnostics, optimizer and
+    schedule step: the part of a training step every task shares."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if diagnostics is not None:
+        diagnostics.after_backward(step, epoch)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+
+
+def stop_diverged(
+    name: str, loss, epoch: int, step: int, run_dir: Path, summary: dict | None
+) -> None:
+    """Record the divergence (rank 0 passes the summary) and stop; the checkpoint of the last
+    finished epoch stays untouched."""
+    if summary is not None:
+        write_json_atomic(run_dir / "summary.json", summary)
+    raise TrainingDiverged(
+        f"[{name}] loss became {loss.item()} at epoch {epoch}, step {step}; stopped. The last "
+        f"good checkpoint (epoch {epoch - 1}) is kept in {run_dir}"
+    )
+
+
 def _reduce(values: list[float], device: torch.device, world: int) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     if world > 1:
@@ -338,22 +368,10 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict:
                 loss = loss + netadv.penalty(model)
             if not torch.isfinite(loss):
                 summary = _summary(cfg, params, flops, history, status="diverged", hw=hw)
-                if main:
-                    write_json_atomic(run_dir / "summary.json", summary)
-                raise TrainingDiverged(
-                    f"[{cfg.name}] loss became {loss.item()} at epoch {epoch}, step {step}; "
-                    f"stopped. The last good checkpoint (epoch {epoch - 1}) is kept in {run_dir}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if diagnostics is not None:
-                diagnostics.after_backward(step, epoch)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+                stop_diverged(cfg.name, loss, epoch, step, run_dir, summary if main else None)
+            optimizer_step(
+                loss, model, optimizer, scaler, scheduler, cfg.grad_clip, diagnostics, step, epoch
+            )
             step += 1
             sums[0] += loss.item() * len(y)
             sums[1] += (out.argmax(1) == y).sum().item()

@@ -33,7 +33,6 @@ from netadv.errors import ConfigError
 from netadv.experiments.config import Config
 from netadv.experiments.models import activation_module
 from netadv.experiments.train import (
-    TrainingDiverged,
     _reduce,
     apply_method,
     count_flops,
@@ -41,12 +40,14 @@ from netadv.experiments.train import (
     load_checkpoint,
     lr_lambda,
     make_optimizer,
+    optimizer_step,
     pick_device,
     read_metrics,
     run_folder,
     save_checkpoint,
     seed_everything,
     setup_distributed,
+    stop_diverged,
     write_json_atomic,
 )
 
@@ -1032,22 +1033,10 @@ def train_translation(cfg: Config, *, resume: bool = False, quiet: bool = False)
                 loss = loss + netadv.penalty(model)
             if not torch.isfinite(loss):
                 summary = _summary(cfg, params, flops, history, status="diverged", hw=hw)
-                if main:
-                    write_json_atomic(run_dir / "summary.json", summary)
-                raise TrainingDiverged(
-                    f"[{cfg.name}] loss became {loss.item()} at epoch {epoch}, step {step}; "
-                    f"stopped. The last good checkpoint (epoch {epoch - 1}) is kept in {run_dir}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if diagnostics is not None:
-                diagnostics.after_backward(step, epoch)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+                stop_diverged(cfg.name, loss, epoch, step, run_dir, summary if main else None)
+            optimizer_step(
+                loss, model, optimizer, scaler, scheduler, cfg.grad_clip, diagnostics, step, epoch
+            )
             step += 1
             sums[0] += loss.item() * tokens
             sums[1] += tokens

@@ -73,6 +73,8 @@ class _Kernel:
         edge = lambda v: float(inv_slope(torch.tensor([v], dtype=torch.float64))[0])
         self.slope_lo = edge(lo) if math.isfinite(lo) else 0.0
         self.slope_hi = edge(hi) if math.isfinite(hi) else 0.0
+        if math.isclose(self.slope_lo, self.slope_hi, rel_tol=1e-12):  # symmetric f'
+            self.slope_lo = self.slope_hi
         self.slope = self._slope_fn()
         self.forward = Pointwise(self._forward_fn(), f"{name}_fwd", compilable=compilable)
         self.backward = Pointwise(self._backward_fn(), f"{name}_bwd", compilable=compilable)
