@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the tables of docs/PERFORMANCE.md (about 40 minutes on a 2-core CPU; the first run
+# Reproduce the tables of docs/PERFORMANCE.md (about 30 minutes on a 2-core CPU; the first run
 # also compiles the fused kernels, cached in .cache/inductor for later runs).
 #   benchmarks/record.sh [output-dir]
 set -euo pipefail
