@@ -199,6 +199,33 @@ def read_metrics(path: Path, upto_epoch: int) -> list[dict]:
 # one epoch
 
 
+def record_epoch(
+    run_dir: Path,
+    row: dict,
+    summary: dict,
+    model,
+    optimizer,
+    scheduler,
+    epoch: int,
+    elapsed: float,
+    cfg: Config,
+) -> None:
+    """Rank 0 at the end of an epoch: append the metrics row, then write the checkpoint and
+    the summary atomically (a resume drops metrics rows newer than the checkpoint)."""
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "elapsed": elapsed,
+        "config": cfg.to_dict(),
+    }
+    save_checkpoint(run_dir / CHECKPOINT, state)
+    write_json_atomic(run_dir / "summary.json", summary)
+
+
 def optimizer_step(
     loss, model, optimizer, scaler, scheduler, grad_clip, diagnostics, step, epoch
 ) -> None:
@@ -394,20 +421,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict:
         history.append(row)
         summary = _summary(cfg, params, flops, history, status="running", hw=hw)
         if main:
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "elapsed": elapsed,
-                    "config": cfg.to_dict(),
-                },
-            )
-            write_json_atomic(run_dir / "summary.json", summary)
+            record_epoch(run_dir, row, summary, model, optimizer, scheduler, epoch, elapsed, cfg)
             if not quiet:
                 test = (
                     f"test top-1 {100 * row['test_top1']:.2f}% top-5 "

@@ -43,8 +43,8 @@ from netadv.experiments.train import (
     optimizer_step,
     pick_device,
     read_metrics,
+    record_epoch,
     run_folder,
-    save_checkpoint,
     seed_everything,
     setup_distributed,
     stop_diverged,
@@ -1064,24 +1064,11 @@ def train_translation(cfg: Config, *, resume: bool = False, quiet: bool = False)
         history.append(row)
         summary = _summary(cfg, params, flops, history, status="running", hw=hw)
         if main:
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
             if hyps is not None:  # the latest evaluated translations, one per test line
                 tmp = run_dir / (HYPOTHESES_FILE + ".tmp")
                 tmp.write_text("".join(h + "\n" for h in hyps))
                 tmp.replace(run_dir / HYPOTHESES_FILE)
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "elapsed": elapsed,
-                    "config": cfg.to_dict(),
-                },
-            )
-            write_json_atomic(run_dir / "summary.json", summary)
+            record_epoch(run_dir, row, summary, model, optimizer, scheduler, epoch, elapsed, cfg)
             if not quiet:
                 test = (
                     f"test BLEU {row['test_bleu']:.2f} chrF {row['test_chrf']:.1f} "
