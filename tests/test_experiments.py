@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from pathlib import Path
 
@@ -281,3 +282,27 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]  # written once, by rank 0
     assert rows[0]["train_examples"] == 512  # both ranks' halves summed
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.parametrize("activation, gain", [("sigmoid", 1.0), ("tanh", 5.0 / 3.0)])
+def test_mlp_xavier_init(activation, gain):
+    torch.manual_seed(0)
+    model = build_model(
+        "mlp",
+        in_chans=1,
+        num_classes=10,
+        image_size=16,
+        depth=3,
+        width=512,
+        activation=activation,
+        init="xavier",
+    )
+    hidden = model[3]  # the second Linear: 512 -> 512
+    bound = gain * math.sqrt(6.0 / (512 + 512))
+    assert hidden.weight.abs().max() <= bound
+    assert hidden.weight.std().item() == pytest.approx(bound / math.sqrt(3.0), rel=0.02)
+    assert all(m.bias.abs().max() == 0 for m in model if isinstance(m, torch.nn.Linear))
+    default = build_model("mlp", in_chans=1, num_classes=10, image_size=16, depth=3, width=512)
+    assert default[3].weight.std() < 0.6 * hidden.weight.std()  # PyTorch's: 1/sqrt(3 fan_in)
+    with pytest.raises(ValueError, match="unknown MLP init 'he'"):
+        build_model("mlp", in_chans=1, num_classes=10, image_size=16, init="he")

@@ -390,3 +390,47 @@ def test_cli_prints_report_path_and_table(three_arms, tmp_path, capsys):
     assert "| arm | n | Top-1 (%) |" in printed
     assert printed.splitlines()[3].startswith("| sa | 3 |")
     assert "against **sa**" in (out / "report.md").read_text()
+
+
+def test_an_arm_can_be_tested_against_another_reference(three_arms, tmp_path):
+    """GA with sigmoid is judged against the baseline with sigmoid, not the GELU baseline."""
+    runs = [load_run(d) for d in three_arms]
+    rows = {r["arm"]: r for r in report_table(runs, references={"ga-sigmoid": "sa"})}
+    ga, sa = rows["ga-sigmoid"], rows["sa"]
+    top1 = {a: [100 * v for v in ARMS[a]["top1"]] for a in ARMS}
+    assert ga["reference"] == "sa" and sa["reference"] == "baseline"
+    assert ga["top1_p"] == pytest.approx(welch_by_hand(top1["ga-sigmoid"], top1["sa"]))
+    assert ga["top1_rel_pct"] == pytest.approx(
+        100 * (np.mean(top1["ga-sigmoid"]) - np.mean(top1["sa"])) / np.mean(top1["sa"])
+    )
+    assert sa["top1_p"] == pytest.approx(welch_by_hand(top1["sa"], top1["baseline"]))
+    table = format_table(list(rows.values()))
+    assert "| ga-sigmoid (vs sa) | 3 |" in table and "| sa | 3 |" in table
+    with pytest.raises(ValueError, match="compared with 'nope', which has no runs"):
+        report_table(runs, references={"ga-sigmoid": "nope"})
+
+    parser = argparse.ArgumentParser()
+    add_compare_arguments(parser)
+    out = tmp_path / "cli-vs"
+    args = parser.parse_args([str(tmp_path / "runs"), "-o", str(out), "--vs", "ga-sigmoid=sa"])
+    assert compare_main(args) == 0
+    report = (out / "report.md").read_text()
+    assert "ga-sigmoid (vs sa)" in report and "for sa" in report.split("**ga-sigmoid**")[1]
+    with pytest.raises(ValueError, match="--vs takes ARM=REF"):
+        compare_main(parser.parse_args([str(tmp_path / "runs"), "--vs", "ga-sigmoid"]))
+
+
+def test_target_can_be_set_after_the_runs(three_arms):
+    """Time to target read off the per-epoch metrics for a target the runs were not given."""
+    runs = [load_run(d) for d in three_arms]
+    rows = {r["arm"]: r for r in report_table(runs, target=0.5)}
+    for arm, spec in ARMS.items():
+        # test_top1 grows as top1 * e / EPOCHS: the first epoch at or above 0.5
+        epochs = [
+            next(e for e in range(1, EPOCHS + 1) if t * e / EPOCHS >= 0.5) for t in spec["top1"]
+        ]
+        expected = np.mean([spe * e for spe, e in zip(spec["spe"], epochs)])
+        assert rows[arm]["time_to_target_mean"] == pytest.approx(expected), arm
+        assert rows[arm]["target"] == 0.5 and rows[arm]["target_reached"] == 3
+    never = report_table(runs, target=0.99)[0]
+    assert never["target_reached"] == 0 and never["time_to_target_mean"] is None

@@ -10,7 +10,13 @@ from netadv.rewrite.modules import activation_module
 
 
 class MLP(nn.Sequential):
-    """Flatten, then ``depth`` blocks of Linear + activation, then a Linear classifier."""
+    """Flatten, then ``depth`` blocks of Linear + activation, then a Linear classifier.
+
+    ``init="default"`` keeps PyTorch's Linear init (uniform, variance 1/(3 fan_in): each layer
+    also scales the gradient by about 1/sqrt(3)); ``init="xavier"`` is Glorot's uniform init
+    with ``torch.nn.init.calculate_gain`` of the activation (1 for sigmoid, 5/3 for tanh) and
+    zero biases, so that what is left of the vanishing gradient is the activation's.
+    """
 
     def __init__(
         self,
@@ -20,7 +26,10 @@ class MLP(nn.Sequential):
         depth: int = 12,
         width: int = 256,
         activation: Any = "sigmoid",
+        init: str = "default",
     ):
+        if init not in ("default", "xavier"):
+            raise ValueError(f"unknown MLP init {init!r}; use default or xavier")
         layers: list[nn.Module] = [nn.Flatten()]
         for i in range(depth):
             layers += [
@@ -29,6 +38,16 @@ class MLP(nn.Sequential):
             ]
         layers.append(nn.Linear(width, num_classes))
         super().__init__(*layers)
+        if init == "xavier":
+            name = activation if isinstance(activation, str) else ""
+            try:
+                gain = nn.init.calculate_gain(name)
+            except ValueError:  # not one torch knows: unit gain
+                gain = 1.0
+            for layer in self:
+                if isinstance(layer, nn.Linear):
+                    nn.init.xavier_uniform_(layer.weight, gain=gain)
+                    nn.init.zeros_(layer.bias)
 
 
 def resnet18(in_chans: int, num_classes: int, width: int = 64, **kwargs) -> nn.Module:

@@ -229,6 +229,16 @@ def _target_key(task: str) -> str:
     return "target_bleu" if task == "translate" else "target_accuracy"
 
 
+def _time_to(run: Run, target: float) -> float | None:
+    """Train seconds (``elapsed``) at the first evaluated epoch whose quality reaches ``target``
+    (Top-1 as a fraction, or BLEU)."""
+    key = "test_bleu" if run.task == "translate" else "test_top1"
+    for row in run.metrics:
+        if _is_number(row.get(key)) and row[key] >= target and _is_number(row.get("elapsed")):
+            return float(row["elapsed"])
+    return None
+
+
 def _metric_getters(task: str) -> dict[str, Any]:
     """The two quality columns of a task: value of a run (in table units) or None."""
     if task == "translate":
@@ -254,8 +264,17 @@ def _common(values: list[Any]) -> Any:
     return None if not known else known[0] if len(known) == 1 else known
 
 
-def report_table(runs: list[Run], baseline: str = "baseline") -> list[dict[str, Any]]:
-    """The comparison as data: one dict per arm, the baseline first.
+def report_table(
+    runs: list[Run],
+    baseline: str = "baseline",
+    references: dict[str, str] | None = None,
+    target: float | None = None,
+) -> list[dict[str, Any]]:
+    """The comparison as data: one dict per arm, the baseline first. Each arm is tested against
+    the baseline, or against ``references[arm]`` (e.g. GA with sigmoid against the baseline
+    with sigmoid), recorded as ``reference``. ``target`` replaces the runs' own target (their
+    config's ``target_accuracy`` / ``target_bleu``): time to target is then read off each
+    run's per-epoch metrics (train seconds until the first evaluation at or above it).
 
     Keys: ``arm, task, n`` (finished seeds), ``seeds, diverged, running``; for each quality
     metric ``M`` (``top1`` and ``top5_err`` in %, or ``bleu`` and ``ppl`` for translation) and
@@ -269,13 +288,23 @@ def report_table(runs: list[Run], baseline: str = "baseline") -> list[dict[str, 
     getters = _metric_getters(task)
     getters["s_per_epoch"] = lambda r: float(r.summary["seconds_per_epoch"])
     primary = next(iter(getters))
-    base_ok = [r for r in arms[baseline] if r.status == "ok"]
-    base_values = {key: _values(base_ok, get) for key, get in getters.items()}
+    references = dict(references or {})
+    for arm, ref in references.items():
+        if arm in arms and ref not in arms:
+            raise ValueError(f"arm {arm!r} is to be compared with {ref!r}, which has no runs")
+
+    def values_of(arm: str) -> dict[str, list[float]]:
+        ok = [r for r in arms[arm] if r.status == "ok"]
+        return {key: _values(ok, get) for key, get in getters.items()}
+
     rows = []
     for arm, group in arms.items():
         ok = [r for r in group if r.status == "ok"]
+        reference = None if arm == baseline else references.get(arm, baseline)
+        base_values = values_of(reference or baseline)
         row: dict[str, Any] = {
             "arm": arm,
+            "reference": reference,
             "task": task,
             "n": len(ok),
             "seeds": [r.seed for r in ok],
@@ -286,20 +315,24 @@ def report_table(runs: list[Run], baseline: str = "baseline") -> list[dict[str, 
             values = _values(ok, get)
             for stat, value in _describe(values).items():
                 row[f"{key}_{stat}"] = value
-            row[f"{key}_p"] = None if arm == baseline else welch_p(values, base_values[key])
+            row[f"{key}_p"] = None if reference is None else welch_p(values, base_values[key])
         base_mean = _describe(base_values[primary])["mean"]
         mean = row[f"{primary}_mean"]
         row[f"{primary}_rel_pct"] = (
             None
-            if arm == baseline or mean is None or not base_mean
+            if reference is None or mean is None or not base_mean
             else 100.0 * (mean - base_mean) / base_mean
         )
-        times = [r.summary.get("time_to_target_s") for r in ok]
+        times = [
+            r.summary.get("time_to_target_s") if target is None else _time_to(r, target) for r in ok
+        ]
         reached = [float(t) for t in times if _is_number(t)]
         row["time_to_target_mean"] = float(np.mean(reached)) if reached else None
         row["target_reached"] = len(reached)
         row["target_runs"] = len(ok)
-        row["target"] = _common([r.setting(_target_key(task)) for r in group])
+        row["target"] = (
+            _common([r.setting(_target_key(task)) for r in group]) if target is None else target
+        )
         row["params"] = _common([r.summary.get("params") for r in group])
         row["flops"] = _common([r.summary.get("flops") for r in group])
         rows.append(row)
@@ -357,6 +390,13 @@ def _excluded(row: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+def _arm_cell(row: dict[str, Any], baseline: str) -> str:
+    """The arm's name, and its reference where that is not the table's baseline."""
+    ref = row.get("reference")
+    text = row["arm"] if ref in (None, baseline) else f"{row['arm']} (vs {ref})"
+    return text.replace("|", "\\|")
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The table from :func:`report_table` as markdown. The first row is the baseline."""
     if not rows:
@@ -384,7 +424,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for i, row in enumerate(rows):
         ref = i == 0
         cells = [
-            row["arm"].replace("|", "\\|"),
+            _arm_cell(row, rows[0]["arm"]),
             str(row["n"]),
             _mean_std(row, q1),
             _ci(row[f"{q1}_ci95"]),
@@ -414,7 +454,11 @@ def _findings(rows: list[dict[str, Any]]) -> list[str]:
     if base["n"] == 0:
         return [f"- The baseline arm **{name}** has no finished runs, so no arm can be compared."]
     out = []
+    by_arm = {row["arm"]: row for row in rows}
+    baseline = base
     for row in rows[1:]:
+        base = by_arm.get(row.get("reference") or "", baseline)
+        name = base["arm"]
         arm, total = row["arm"], row["n"] + row["diverged"] + row["running"]
         if row["n"] == 0:
             out.append(
@@ -454,8 +498,10 @@ def _findings(rows: list[dict[str, Any]]) -> list[str]:
         if row["diverged"] or row["running"]:
             text += f" Of its {total} runs, not in these numbers: {_excluded(row)}."
         out.append(text)
-    if base["diverged"] or base["running"]:
-        out.append(f"- The baseline itself had {_excluded(base)} runs, left out of its numbers.")
+    if baseline["diverged"] or baseline["running"]:
+        out.append(
+            f"- The baseline itself had {_excluded(baseline)} runs, left out of its numbers."
+        )
     return out
 
 
@@ -537,35 +583,41 @@ def _plot_curves(arms: dict[str, list[Run]], task: str, path: Path) -> bool:
 
 
 def _plot_by_depth(arms: dict[str, list[Run]], path: Path, extract, ylabel: str) -> bool:
-    """One line per arm: the mean over finished seeds of ``extract(last diagnostics row)``."""
+    """One line per arm and moment: the mean over finished seeds of ``extract(row)`` for the
+    first diagnostics row (at initialisation, dashed) and the last (after training, solid)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     colors = _colors(list(arms))
     lines = {}
     for arm, group in arms.items():
-        vectors = [extract(r.diagnostics[-1]) for r in group if r.status == "ok" and r.diagnostics]
-        vectors = [v for v in vectors if v]
-        if vectors:
-            lines[arm] = (_depth_matrix(vectors), len(vectors))
-    lines = {a: v for a, v in lines.items() if np.isfinite(v[0]).any()}
+        done = [r for r in group if r.status == "ok" and r.diagnostics]
+        for moment, index in (("init", 0), ("end", -1)):
+            vectors = [v for v in (extract(r.diagnostics[index]) for r in done) if v]
+            if vectors:
+                lines[arm, moment] = (_depth_matrix(vectors), len(vectors))
+    lines = {k: v for k, v in lines.items() if np.isfinite(v[0]).any()}
     if not lines:
         return False
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
-    for arm, (matrix, n) in lines.items():
+    for (arm, moment), (matrix, n) in lines.items():
         x, mean, lo, hi = _band(matrix)
-        ax.plot(x, mean, color=colors[arm], marker=".", label=f"{arm} (n={n})")
-        ax.fill_between(x, lo, hi, color=colors[arm], alpha=0.2)
+        style = "--" if moment == "init" else "-"
+        label = f"{arm}, {'at init' if moment == 'init' else 'after training'} (n={n})"
+        ax.plot(x, mean, style, color=colors[arm], marker=".", label=label)
+        ax.fill_between(x, lo, hi, color=colors[arm], alpha=0.1 if moment == "init" else 0.2)
     ax.set_yscale("log")
     ax.set_xlabel("depth (1 = nearest the input)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.set_title(
-        f"{ylabel}, last diagnostics step; mean over seeds, band = min to max", fontsize=10
+        f"{ylabel}: first (dashed) and last (solid) diagnostics step; mean over seeds, "
+        "band = min to max",
+        fontsize=9,
     )
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.92)
     fig.savefig(path, dpi=100)
     return True
@@ -702,10 +754,16 @@ def _default_output_dir(run_dirs: list[Path]) -> Path:
     return common if common.parent != common else Path.cwd()
 
 
-def _compare(run_dirs: list[str | Path], output_dir: str | Path | None, baseline: str):
+def _compare(
+    run_dirs: list[str | Path],
+    output_dir: str | Path | None,
+    baseline: str,
+    references: dict[str, str] | None = None,
+    target: float | None = None,
+):
     dirs = find_run_dirs(run_dirs)
     runs = [load_run(d) for d in dirs]
-    rows = report_table(runs, baseline=baseline)
+    rows = report_table(runs, baseline=baseline, references=references, target=target)
     arms = _group(runs, baseline)
     task = rows[0]["task"]
     out = Path(output_dir) if output_dir is not None else _default_output_dir(dirs)
@@ -715,8 +773,9 @@ def _compare(run_dirs: list[str | Path], output_dir: str | Path | None, baseline
     lines += ["", "## Results", "", format_table(rows), ""]
     lines.append(
         "Mean ± std (ddof=1) over finished seeds (`n`); 95% CI of the mean, Student t with n-1 "
-        f"dof; p: two-sided Welch t-test against **{baseline}**; Δ: change of the mean relative "
-        "to the baseline's; time to target: mean over the seeds that reached it. Diverged "
+        f"dof; p: two-sided Welch t-test against **{baseline}** (or the arm named as "
+        "`(vs ARM)`); Δ: change of the mean relative to that reference's; time to target: "
+        "mean over the seeds that reached it. Diverged "
         "(NaN/Inf loss) and still-running runs are not in the statistics, only in `excluded`."
     )
     lines += ["", "## What this shows", "", *_findings(rows), ""]
@@ -768,12 +827,18 @@ def _compare(run_dirs: list[str | Path], output_dir: str | Path | None, baseline
 
 
 def compare(
-    run_dirs: list[str | Path], output_dir: str | Path | None = None, baseline: str = "baseline"
+    run_dirs: list[str | Path],
+    output_dir: str | Path | None = None,
+    baseline: str = "baseline",
+    references: dict[str, str] | None = None,
+    target: float | None = None,
 ) -> Path:
     """Write ``report.md`` and its plots (``curves.png``, ``grad_norms.png``,
-    ``gain_product.png``) comparing the arms of ``run_dirs`` against ``baseline``; return the
-    report's path. ``output_dir`` defaults to the runs' common parent folder."""
-    return _compare(run_dirs, output_dir, baseline)[0]
+    ``gain_product.png``) comparing the arms of ``run_dirs`` against ``baseline`` (or an arm
+    against ``references[arm]``); return the report's path. ``output_dir`` defaults to the
+    runs' common parent folder; ``target`` overrides the runs' target (see
+    :func:`report_table`)."""
+    return _compare(run_dirs, output_dir, baseline, references, target)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -801,11 +866,33 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ARM",
         help="the arm every other arm is tested against (default: baseline)",
     )
+    parser.add_argument(
+        "--vs",
+        action="append",
+        default=[],
+        metavar="ARM=REF",
+        help="test ARM against REF instead of the baseline (repeatable), e.g. "
+        "ga-sigmoid=baseline-sigmoid",
+    )
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        metavar="VALUE",
+        help="the target for time to target (Top-1 as a fraction, or BLEU), read off the "
+        "runs' per-epoch metrics instead of their config's target",
+    )
 
 
 def compare_main(args: argparse.Namespace) -> int:
     """Write the report, print its path and the table; 0 on success."""
-    path, rows = _compare(args.run_dirs, args.output_dir, args.baseline)
+    references = {}
+    for item in args.vs:
+        arm, sep, ref = item.partition("=")
+        if not sep or not arm or not ref:
+            raise ValueError(f"--vs takes ARM=REF, got {item!r}")
+        references[arm] = ref
+    path, rows = _compare(args.run_dirs, args.output_dir, args.baseline, references, args.target)
     print(f"wrote {path}")
     print(format_table(rows))
     return 0

@@ -14,11 +14,13 @@ from netadv.experiments.train import CHECKPOINT, TrainingDiverged, train
 
 
 class Arm(NamedTuple):
-    """One arm of a comparison: a label (the report's row), a method, config overrides."""
+    """One arm of a comparison: a label (the report's row), a method, config overrides, and
+    the arm its report compares it with (``None``: the baseline)."""
 
     label: str
     method: str
     set: tuple[str, ...] = ()
+    vs: str | None = None
 
 
 def parse_list(text: str, kind=str) -> list:
