@@ -397,6 +397,13 @@ def _arm_cell(row: dict[str, Any], baseline: str) -> str:
     return text.replace("|", "\\|")
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table from a header and rows of cell texts."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The table from :func:`report_table` as markdown. The first row is the baseline."""
     if not rows:
@@ -420,7 +427,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         "FLOPs",
         "excluded",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for i, row in enumerate(rows):
         ref = i == 0
         cells = [
@@ -441,8 +448,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             _count(row["flops"]),
             _excluded(row),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return markdown_table(header, body)
 
 
 def _findings(rows: list[dict[str, Any]]) -> list[str]:

@@ -22,7 +22,14 @@ import yaml
 
 from netadv.errors import ConfigError
 from netadv.experiments import config as config_mod
-from netadv.experiments.report import Run, compare, format_table, load_run, report_table
+from netadv.experiments.report import (
+    Run,
+    compare,
+    format_table,
+    load_run,
+    markdown_table,
+    report_table,
+)
 from netadv.experiments.sweep import Arm, sweep_arms
 
 
@@ -242,7 +249,7 @@ def format_summary(rows: list[dict[str, Any]], summary: Summary) -> str:
         "chain gain product, init",
         "after training",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for r in rows:
         value = "n/a" if r["mean"] is None else f"{r['mean']:.2f}"
         if r["std"] is not None:
@@ -250,8 +257,8 @@ def format_summary(rows: list[dict[str, Any]], summary: Summary) -> str:
         p = "(ref)" if r["arm"] == "baseline" else "n/a" if r["p"] is None else f"{r['p']:.3g}"
         cells = [r["series"], str(r["x"]), r["arm"], str(r["n"]), value, p]
         cells += [_sci(r[k]) for k in ("grad_init", "grad_end", "gain_init", "gain_end")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return markdown_table(head, body)
 
 
 def plot_summary(rows: list[dict[str, Any]], summary: Summary, path: Path) -> bool:
@@ -376,7 +383,7 @@ def format_claims(rows: list[dict[str, Any]]) -> str:
         "Δ s/epoch",
         "final test loss std (arm vs ref)",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for r in rows:
         stds = " vs ".join("n/a" if v is None else f"{v:.4f}" for v in r["loss_std"])
         cells = [
@@ -388,8 +395,8 @@ def format_claims(rows: list[dict[str, Any]]) -> str:
             _pct(r["time_rel"], r["time_p"]),
             stds,
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return markdown_table(head, body)
 
 
 def run_study(
@@ -410,6 +417,7 @@ def run_study(
         raise ConfigError(f"unknown experiment in {only}; known: {known}")
     sections = []
     loaded_by_name: dict[str, list[Run]] = {}
+    refs = {e.name: references(e) for e in chosen}
     for exp in chosen:
         seeds = exp.seeds[:1] if smoke else exp.seeds
         toy = [*spec.smoke, *exp.smoke] if smoke else []
@@ -423,7 +431,7 @@ def run_study(
         start = time.perf_counter()
         runs = sweep_arms(cfg, exp.arms, seeds, resume=True, quiet=quiet)
         wall = time.perf_counter() - start
-        compare(runs, report_root / exp.name, references=references(exp), target=exp.target)
+        compare(runs, report_root / exp.name, references=refs[exp.name], target=exp.target)
         loaded = [load_run(r) for r in runs]
         loaded_by_name[exp.name] = loaded
         train_s = sum(r.metrics[-1].get("elapsed", 0.0) for r in loaded if r.metrics)
@@ -445,14 +453,13 @@ def run_study(
                     "```",
                     "",
                     format_table(
-                        report_table(loaded, references=references(exp), target=exp.target)
+                        report_table(loaded, references=refs[exp.name], target=exp.target)
                     ),
                     "",
                 ]
             )
         )
     overview = []
-    refs = {e.name: references(e) for e in chosen}
     for summary in spec.summaries:
         if not all(name in loaded_by_name for name in summary.experiments):
             continue  # a subset (--only) that leaves out part of this summary
