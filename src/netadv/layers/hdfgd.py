@@ -26,49 +26,13 @@ from netadv.errors import ConfigError
 from netadv.fused import describe
 from netadv.layers import lifted
 from netadv.layers.lifted import LiftedFunction
+from netadv.layers.widths import like as _like
+from netadv.layers.widths import matched_width
+from netadv.layers.widths import out_width_of as _out_width
 
 PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 INITS = ("copy", "fresh")
-
-
-def _out_width(layer: nn.Module) -> int:
-    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-
-
-def _in_width(layer: nn.Module) -> int:
-    return layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
-
-
-def _like(
-    layer: nn.Module,
-    *,
-    in_width: int | None = None,
-    out_width: int | None = None,
-    init: bool = True,
-):
-    """A fresh layer of the same kind and options with other widths (``init=False``: its
-    parameters left uninitialised, for a caller that overwrites them)."""
-    w = layer.weight
-    kw = dict(device=w.device, dtype=w.dtype)
-    i = _in_width(layer) if in_width is None else in_width
-    o = _out_width(layer) if out_width is None else out_width
-    make = torch.nn.utils.skip_init if not init else lambda cls, *a, **k: cls(*a, **k)
-    if isinstance(layer, nn.Linear):
-        return make(nn.Linear, i, o, bias=layer.bias is not None, **kw)
-    return make(
-        type(layer),
-        i,
-        o,
-        layer.kernel_size,
-        stride=layer.stride,
-        padding=layer.padding,
-        dilation=layer.dilation,
-        groups=layer.groups,
-        bias=layer.bias is not None,
-        padding_mode=layer.padding_mode,
-        **kw,
-    )
 
 
 def _wide_norm(norm: nn.Module, width: int) -> nn.Module:
@@ -106,45 +70,6 @@ def _copy_interleaved(dst: nn.Module, src: nn.Module, k: int) -> None:
                 target.unflatten(0, (t.shape[0], k)).copy_(
                     t.unsqueeze(1).expand(-1, k, *t.shape[1:])
                 )
-
-
-def _per_unit(layer: nn.Module, dim: int) -> tuple[int, int]:
-    """(parameters per unit along ``dim`` of the weight, parameters not per unit)."""
-    w = layer.weight
-    per = w.numel() // w.shape[dim]
-    fixed = 0
-    if layer.bias is not None:
-        if dim == 0:
-            per += 1
-        else:
-            fixed += layer.bias.numel()
-    return per, fixed
-
-
-#: match_params rounds a hidden width of at least 8 * MATCH_ALIGN down to a multiple of
-#: MATCH_ALIGN: GEMMs on odd widths (511 instead of 504) were measured 20-30% slower on CPU.
-MATCH_ALIGN = 8
-
-
-def matched_width(producer, norm, consumer, k: int) -> int:
-    """Largest hidden width h' whose k-wide producer, norm and consumer have at most the
-    original's parameter count (a multiple of the GroupNorm's groups, and of
-    :data:`MATCH_ALIGN` once it is at least 8 times that)."""
-    if getattr(producer, "groups", 1) != 1 or getattr(consumer, "groups", 1) != 1:
-        raise ConfigError("match_params needs ungrouped producer and consumer layers")
-    h = _out_width(producer)
-    p_per, _ = _per_unit(producer, 0)
-    c_per, c_fixed = _per_unit(consumer, 1)
-    n_per = sum(p.numel() for p in norm.parameters()) // h if norm is not None else 0
-    original = h * (p_per + n_per + c_per) + c_fixed
-    width = (original - c_fixed) // (k * (p_per + n_per) + c_per)
-    unit = norm.num_groups if isinstance(norm, nn.GroupNorm) else 1
-    if width >= 8 * MATCH_ALIGN:
-        unit = math.lcm(unit, MATCH_ALIGN)
-    width -= width % unit
-    if width < 1:
-        raise ConfigError(f"match_params leaves no hidden units (k={k}, width {h})")
-    return int(width)
 
 
 class HDFGD(nn.Module):

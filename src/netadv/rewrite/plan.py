@@ -17,7 +17,8 @@ from netadv.activations.registry import ActivationSpec, resolve
 from netadv.decompose import decompose
 from netadv.errors import ConfigError, NoAdversarialError
 from netadv.layers.adversarial import stable_interval
-from netadv.layers.hdfgd import INITS, matched_width
+from netadv.layers.hdfgd import INITS
+from netadv.layers.widths import fold_delta, n_params
 from netadv.rewrite import ecosystem as eco
 from netadv.rewrite.graph import OwnerGraph, input_node
 from netadv.rewrite.trace import Call, Trace, discover
@@ -357,52 +358,6 @@ def _sa_problem(spec: ActivationSpec, anchor: str, max_gain: float) -> str | Non
     return None
 
 
-def _n_params(m: nn.Module | None) -> int:
-    return 0 if m is None else sum(p.numel() for p in m.parameters())
-
-
-def _out_width(m: nn.Module) -> int:
-    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
-
-
-def _with_in_width(layer: nn.Module, width: int) -> nn.Module:
-    """A parameter-less (meta) layer like ``layer`` that reads ``width`` inputs."""
-    kw = dict(bias=layer.bias is not None, device="meta")
-    if isinstance(layer, nn.Linear):
-        return nn.Linear(width, layer.out_features, **kw)
-    return type(layer)(
-        width,
-        layer.out_channels,
-        layer.kernel_size,
-        stride=layer.stride,
-        padding=layer.padding,
-        dilation=layer.dilation,
-        groups=layer.groups,
-        padding_mode=layer.padding_mode,
-        **kw,
-    )
-
-
-def fold_delta(
-    producer, norm, consumer, k: int, match_params: bool, producer_in: int | None = None
-) -> tuple[int, int]:
-    """(parameters added, hidden width) of an HD-FGD/SA block replacing producer (+norm), with
-    match_params also shrinking the consumer. ``producer_in``: the producer's input width when
-    an earlier block shrank it (it was that block's consumer)."""
-    producer = eco.as_producer(producer)
-    if producer_in is not None:
-        producer = _with_in_width(producer, producer_in)
-    p, n, h = _n_params(producer), _n_params(norm), _out_width(producer)
-    if not match_params:
-        return (k - 1) * (p + n), h
-    consumer = eco.as_producer(consumer)
-    c = _n_params(consumer)
-    c_fixed = consumer.bias.numel() if consumer.bias is not None else 0
-    width = matched_width(producer, norm, consumer, k)
-    per = k * (p // h + n // h) + (c - c_fixed) // h
-    return width * per + c_fixed - (p + n + c), width
-
-
 # ---- the plan --------------------------------------------------------------------------------
 
 
@@ -590,9 +545,9 @@ def plan(
                     continue
             try:
                 s.params_delta, width = fold_delta(
-                    flow.module(producer.name),
+                    eco.as_producer(flow.module(producer.name)),
                     flow.module(norm.name) if norm else None,
-                    flow.module(consumer.name) if consumer else None,
+                    eco.as_producer(flow.module(consumer.name)) if consumer else None,
                     decompose(s.spec).k,
                     opts["match_params"],
                     shrunk.get(producer.name),
@@ -637,7 +592,7 @@ def plan(
         discovery=trace.mode,
         notes=list(trace.notes),
         sites=sites,
-        params_before=_n_params(model),
+        params_before=n_params(model),
         fingerprint=_fingerprint(model),
         activation_object=activation,
     )
