@@ -16,3 +16,11 @@ INITS = ("copy", "fresh")
 INIT = "copy"
 #: Weight of SA's L2 penalty on its adversarial terms (0 disables it).
 PENALTY_WEIGHT = 1e-4
+#: ``True``: an HD-FGD/SA block shrinks its hidden width to keep the parameter count (needs
+#: ``init="fresh"``).
+MATCH_PARAMS = False
+#: The GA/SA alternation over sites: blocks of ``PERIOD`` sites alternate ``f, A_f, ...``
+#: (``START = "f"``) or ``A_f, f, ...`` (``"A"``); for SA read HD-FGD for f and SA for A_f.
+PERIOD = 1
+STARTS = ("f", "A")
+START = "f"

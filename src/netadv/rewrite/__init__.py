@@ -7,7 +7,8 @@ it becomes); ``rewrite(model, method, ...)`` applies exactly that plan. See docs
 from netadv.rewrite.apply import rewrite
 from netadv.rewrite.ecosystem import register_unmodelled_activation
 from netadv.rewrite.modules import Activation, Folded
-from netadv.rewrite.plan import METHODS, RewritePlan, Site, plan
+from netadv.rewrite.plan import plan
+from netadv.rewrite.site import METHODS, RewritePlan, Site
 
 __all__ = [
     "METHODS",

@@ -14,7 +14,8 @@ from netadv.layers.hdfgd import hdfgd
 from netadv.rewrite import ecosystem as eco
 from netadv.rewrite.graph import OwnerGraph, install, point_to, unique_name
 from netadv.rewrite.modules import Folded, activation_module
-from netadv.rewrite.plan import MARKER, RewritePlan, Site, _fingerprint, check_not_rewritten, plan
+from netadv.rewrite.plan import DEFAULTS, MARKER, check_not_rewritten, fingerprint, plan
+from netadv.rewrite.site import BLOCKS, RewritePlan, Role, Route, Site
 
 
 def rewrite(
@@ -34,7 +35,7 @@ def rewrite(
                 "they are part of the plan"
             )
         the_plan = method
-        if _fingerprint(model) != the_plan.fingerprint:
+        if fingerprint(model) != the_plan.fingerprint:
             raise ConfigError(
                 "this plan was made for a different model (its modules differ); plan again"
             )
@@ -57,11 +58,15 @@ class _Builder:
         self.opts = p.options
         self._adversarial: dict[tuple, nn.Module] = {}
 
+    def option(self, name: str) -> Any:
+        """A layer option of the plan (the default where the plan's method does not take it)."""
+        return self.opts.get(name, DEFAULTS[name])
+
     def activation(self, s: Site) -> nn.Module | None:
         """The module a site's call becomes (None: it keeps what it has)."""
-        if s.becomes in ("HD-FGD", "SA"):
+        if s.becomes in BLOCKS:
             return Folded(into=s.producer)
-        if s.becomes == "A_f":
+        if s.becomes == Role.A_F:
             key = s.spec.key
             if key not in self._adversarial:
                 self._adversarial[key] = Adversarial(
@@ -87,10 +92,10 @@ class _Builder:
             consumer=eco.as_producer(consumer) if consumer is not None else None,
             init=self.opts["init"],
             match_params=self.opts["match_params"],
-            adversarial=s.becomes == "SA",
-            penalty_weight=self.opts.get("penalty_weight", 1e-4),
-            anchor=self.opts.get("anchor", "f0"),
-            max_gain=self.opts.get("max_gain", 25.0),
+            adversarial=s.becomes == Role.SA,
+            penalty_weight=self.option("penalty_weight"),
+            anchor=self.option("anchor"),
+            max_gain=self.option("max_gain"),
         )
         out: dict[str, nn.Module] = {s.producer: block}
         if norm is not None:
@@ -112,9 +117,9 @@ def apply_plan(model: nn.Module, p: RewritePlan) -> None:
         if s.route is None:
             continue
         new = build.activation(s)
-        if s.becomes in ("HD-FGD", "SA"):
+        if s.becomes in BLOCKS:
             swaps.update(build.block(s, swaps))
-        if s.route in ("path", "shared"):
+        if s.route in (Route.PATH, Route.SHARED):
             for path in s.paths:
                 swaps.setdefault(path, new)
         else:
