@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from netadv.activations.registry import ActivationSpec
+from netadv.rewrite.calls import Call, Trace
 from netadv.rewrite.flow import Flow
 from netadv.rewrite.graph import OwnerGraph, input_node
 from netadv.rewrite.site import Route
-from netadv.rewrite.trace import Call, Trace
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from netadv.rewrite import ecosystem as eco
-from netadv.rewrite.trace import Call, Trace
+from netadv.rewrite.calls import Call, Trace
 
 #: How many pass-through layers (Identity, Dropout) the flow looks through.
 _MAX_CHAIN = 64

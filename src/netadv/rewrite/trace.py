@@ -12,18 +12,18 @@ Three ways, best first:
 - module structure: the registration order of the modules; data flow is known only inside
   ``nn.Sequential``. The plan says so.
 
-All three give a :class:`Trace`: a list of :class:`Call` records in execution order. A call is
-one use of an *atomic* module (an activation, a Linear/Conv, a normalisation, a pass-through
-such as Dropout, a netadv layer) or one torch function call made outside them; what happens
-inside an atomic module is not recorded, and every other module is transparent (so a
-functional call inside a user's module is a site of its own).
+All three give a :class:`~netadv.rewrite.calls.Trace`: a list of
+:class:`~netadv.rewrite.calls.Call` records in execution order. A call is one use of an *atomic*
+module (an activation, a Linear/Conv, a normalisation, a pass-through such as Dropout, a netadv
+layer) or one torch function call made outside them; what happens inside an atomic module is
+not recorded, and every other module is transparent (so a functional call inside a user's
+module is a site of its own).
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Hashable
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,143 +32,22 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from netadv.activations import registry
-from netadv.activations.registry import ActivationSpec
 from netadv.errors import ConfigError
-from netadv.layers.adversarial import Adversarial
-from netadv.layers.hdfgd import HDFGD
 from netadv.rewrite import ecosystem as eco
-from netadv.rewrite.modules import Activation, Folded
-
-Key = Hashable
+from netadv.rewrite.calls import (
+    Call,
+    Key,
+    Owners,
+    Trace,
+    function_site,
+    is_atomic,
+    module_site,
+    number_sites,
+)
 
 #: Results of these calls describe a tensor, they do not read its values.
 _METADATA_METHODS = {"size", "dim", "numel", "ndimension", "nelement", "stride", "is_contiguous"}
 _METADATA_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "layout"}
-
-
-@dataclass
-class SiteCall:
-    """What makes a call an activation site."""
-
-    kind: str  # "module" | "function"
-    target: str  # module path relative to the owner, or the function's family ("sigmoid")
-    spec: ActivationSpec | None  # None: an activation netadv has no registry entry for
-    title: str
-    inplace: bool = False
-    node: str | None = None  # fx node name in the root trace (torch.fx discovery)
-    occurrence: int = 0  # index among the owner's calls of the same target, per owner call
-
-
-@dataclass
-class Call:
-    kind: str  # "module" | "function" | "output"
-    name: str  # module path, or the function's name
-    owner: str  # path of the module whose forward made the call ("" = the model)
-    owner_call: int
-    inputs: tuple[Key, ...]
-    outputs: tuple[Key, ...]
-    passthrough: bool = False
-    module_type: type | None = None
-    site: SiteCall | None = None
-
-    def describe(self) -> str:
-        if self.kind == "module":
-            return f"{self.name} ({self.module_type.__name__})"
-        if self.kind == "output":
-            return "the model's output"
-        return f"{self.name} (a function call)"
-
-
-@dataclass
-class Trace:
-    mode: str  # "example_inputs" | "inferred inputs" | "torch.fx" | "module structure"
-    calls: list[Call]
-    module_calls: Counter  # module path -> calls per forward
-    notes: list[str] = field(default_factory=list)
-
-    def __post_init__(self):
-        self.users: dict[Key, list[int]] = defaultdict(list)
-        self.maker: dict[Key, int] = {}
-        for i, c in enumerate(self.calls):
-            for k in dict.fromkeys(c.inputs):
-                self.users[k].append(i)
-            for k in c.outputs:
-                self.maker.setdefault(k, i)
-
-    def sites(self) -> list[Call]:
-        return [c for c in self.calls if c.site is not None]
-
-    def readers(self, key: Key) -> list[Call]:
-        return [self.calls[i] for i in self.users.get(key, [])]
-
-    def made_by(self, key: Key) -> Call | None:
-        i = self.maker.get(key)
-        return None if i is None else self.calls[i]
-
-
-def is_netadv(m: nn.Module) -> bool:
-    return isinstance(m, Adversarial | HDFGD | Folded | Activation)
-
-
-def is_atomic(m: nn.Module) -> bool:
-    return (
-        eco.module_activation(m) is not None
-        or is_netadv(m)
-        or eco.is_producer(m)
-        or eco.is_passthrough(m)
-        or eco.is_norm(m)
-    )
-
-
-def _module_site(m: nn.Module, target: str) -> SiteCall | None:
-    found = eco.module_activation(m)
-    if found is None:
-        return None
-    name, title = found
-    spec = registry.resolve(m) if name is not None else None
-    return SiteCall("module", target, spec, title)
-
-
-def _constant(v: Any) -> bool:
-    return v is None or isinstance(v, bool | int | float | str)
-
-
-def _function_site(op: eco.FunctionalOp, rest: tuple, kwargs: dict) -> SiteCall:
-    if not all(_constant(v) for v in list(rest) + list(kwargs.values())):
-        return SiteCall("function", op.family, None, f"{op.family} (computed arguments)")
-    name, params, inplace = eco.functional_activation(op, rest, kwargs)
-    spec = registry.by_name(name, **params) if name is not None else None
-    return SiteCall("function", op.family, spec, spec.title if spec else op.family, inplace)
-
-
-class _Owners:
-    """Relative paths of modules inside their owners (a shared module may live elsewhere)."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self.cache: dict[str, dict[int, str]] = {}
-
-    def relative(self, owner: str, module: nn.Module, path: str) -> str:
-        if owner == "":
-            return path
-        if path.startswith(owner + "."):
-            return path[len(owner) + 1 :]
-        if owner not in self.cache:
-            sub = self.model.get_submodule(owner)
-            self.cache[owner] = {}
-            for p, m in sub.named_modules():
-                self.cache[owner].setdefault(id(m), p)
-        return self.cache[owner].get(id(module), path)
-
-
-def _number_sites(calls: list[Call]) -> None:
-    seen: Counter = Counter()
-    for c in calls:
-        if c.site is not None:
-            k = (c.owner, c.owner_call, c.site.kind, c.site.target)
-            c.site.occurrence = seen[k]
-            seen[k] += 1
 
 
 # ---- running the model ------------------------------------------------------------------------
@@ -191,7 +70,7 @@ class _Recorder(TorchFunctionMode):
         self.paths: dict[int, str] = {}
         for p, m in model.named_modules():
             self.paths.setdefault(id(m), p)
-        self.owners = _Owners(model)
+        self.owners = Owners(model)
         self.stack: list[_Frame] = []
         self.calls: list[Call] = []
         self.keep: list[Any] = []  # keeps tensors alive so their ids stay unique
@@ -265,7 +144,7 @@ class _Recorder(TorchFunctionMode):
                     outs,
                     passthrough,
                     type(module),
-                    _module_site(module, target),
+                    module_site(module, target),
                 )
             )
 
@@ -283,7 +162,7 @@ class _Recorder(TorchFunctionMode):
         passthrough = eco.is_passthrough_function(func)
         out_keys = self._outputs(outs, passthrough, ins)
         op = eco.functional_op(func)
-        site = _function_site(op, tuple(args[1:]), kwargs) if op is not None else None
+        site = function_site(op, tuple(args[1:]), kwargs) if op is not None else None
         owner, owner_call = self.owner()
         name = getattr(func, "__name__", None) or repr(func)
         self.calls.append(
@@ -311,7 +190,7 @@ def record_run(model: nn.Module, args: tuple, kwargs: dict, mode: str) -> Trace:
             h.remove()
         for m, training in modes.items():
             m.training = training
-    _number_sites(rec.calls)
+    number_sites(rec.calls)
     return Trace(mode, rec.calls, rec.counts)
 
 
@@ -361,7 +240,7 @@ def _is_metadata(node: fx.Node) -> bool:
 def record_fx(model: nn.Module) -> Trace:
     tracer = _RootTracer()
     graph = tracer.trace(model)
-    owners = _Owners(model)
+    owners = Owners(model)
     calls: list[Call] = []
     for node in graph.nodes:
         if node.op in ("placeholder", "get_attr") or _is_metadata(node):
@@ -374,7 +253,7 @@ def record_fx(model: nn.Module) -> Trace:
         if node.op == "call_module":
             m = model.get_submodule(node.target)
             passthrough = eco.is_passthrough(m)
-            site = _module_site(m, owners.relative(owner, m, node.target))
+            site = module_site(m, owners.relative(owner, m, node.target))
             calls.append(
                 Call(
                     "module",
@@ -394,13 +273,13 @@ def record_fx(model: nn.Module) -> Trace:
         passthrough = not method and eco.is_passthrough_function(node.target)
         site = None
         if op is not None:
-            site = _function_site(op, tuple(node.args[1:]), dict(node.kwargs))
+            site = function_site(op, tuple(node.args[1:]), dict(node.kwargs))
             site.node = node.name
         name = node.target if method else getattr(node.target, "__name__", str(node.target))
         calls.append(
             Call("function", name, owner, owner_call, ins, (node.name,), passthrough, None, site)
         )
-    _number_sites(calls)
+    number_sites(calls)
     return Trace("torch.fx", calls, tracer.counts)
 
 
@@ -433,13 +312,13 @@ def record_structure(model: nn.Module) -> Trace:
                 (("out", path),),
                 passthrough,
                 type(m),
-                _module_site(m, leaf),
+                module_site(m, leaf),
             )
         )
     # the last child of a Sequential feeds something the structure does not show
     for parent_path, (path, _) in previous.items():
         calls.append(Call("output", "unknown", parent_path, 0, (("out", path),), ()))
-    _number_sites(calls)
+    number_sites(calls)
     return Trace("module structure", calls, counts)
 
 
