@@ -6,6 +6,7 @@ import copy
 from collections import defaultdict
 from typing import Any
 
+import torch.fx as fx
 from torch import nn
 
 from netadv.errors import ConfigError
@@ -138,10 +139,12 @@ def apply_plan(model: nn.Module, p: RewritePlan) -> None:
 def _rewrite_owner(
     model: nn.Module, owner_path: str, items: list[tuple[Site, nn.Module | None]], p: RewritePlan
 ) -> None:
+    """Point the owner's changed calls at their new modules in its traced forward."""
     owner = model.get_submodule(owner_path)
     g = OwnerGraph.of(owner)
     if g.graph is None:
         raise RuntimeError(f"{owner_path or 'the model'} no longer traces: {g.error}")
+    # the new module of each changed call, by the call's occurrence in its slot
     changed = {(s.kind, s.target, s.occurrence): new for s, new in items}
     done = set()
     for s, _new in items:
@@ -149,34 +152,53 @@ def _rewrite_owner(
         if slot in done:
             continue
         done.add(slot)
-        nodes = g.slots[slot]
+        new = {j: m for (kind, target, j), m in changed.items() if (kind, target) == slot}
         if s.kind == "function":
-            for j, node in enumerate(nodes):
-                if (s.kind, s.target, j) in changed:
-                    name = unique_name(owner, node.name)
-                    module = changed[(s.kind, s.target, j)]
-                    module.train(owner.training)
-                    setattr(owner, name, module)
-                    point_to(g.graph, node, name)
-            continue
-        # a module called at several places: every call gets its own module
-        original = owner.get_submodule(s.target)
-        calls = [x for x in p.sites if x.kind == "module" and x.path == s.path]
-        own_all = "." not in s.target and all(x.owner == owner_path for x in calls)
-        # registered under one name per call (nn.Sequential(lin, act, lin, act)): one each
-        regs = [n for n, c in owner._modules.items() if c is original]
-        names = regs if own_all and len(regs) == len(nodes) else None
-        for j, node in enumerate(nodes):
-            module = changed.get((s.kind, s.target, j))
-            if j == 0 and own_all:
-                if module is not None:
-                    module.train(original.training)
-                    setattr(owner, s.target, module)
-                continue
-            if module is None:
-                module = copy.deepcopy(original)
-            module.train(original.training)
-            name = names[j] if names else unique_name(owner, f"{s.target}_{j}")
-            setattr(owner, name, module)
-            point_to(g.graph, node, name)
+            _point_function_calls(owner, g.graph, g.slots[slot], new)
+        else:
+            calls = [x for x in p.sites if x.kind == "module" and x.path == s.path]
+            own_all = "." not in s.target and all(x.owner == owner_path for x in calls)
+            _split_module_calls(owner, g.graph, g.slots[slot], s.target, new, own_all)
     install(owner, g.graph)
+
+
+def _point_function_calls(
+    owner: nn.Module, graph: fx.Graph, nodes: list[fx.Node], new: dict[int, nn.Module]
+) -> None:
+    """Each changed function call becomes a call of its new module, registered on the owner."""
+    for j, node in enumerate(nodes):
+        if j in new:
+            name = unique_name(owner, node.name)
+            new[j].train(owner.training)
+            setattr(owner, name, new[j])
+            point_to(graph, node, name)
+
+
+def _split_module_calls(
+    owner: nn.Module,
+    graph: fx.Graph,
+    nodes: list[fx.Node],
+    target: str,
+    new: dict[int, nn.Module],
+    own_all: bool,
+) -> None:
+    """A module called at several places: every call gets its own module (the new one, or a
+    copy of the original); with ``own_all`` (the owner makes every call of its own child) the
+    first call keeps the original's name."""
+    original = owner.get_submodule(target)
+    # registered under one name per call (nn.Sequential(lin, act, lin, act)): one each
+    regs = [n for n, c in owner._modules.items() if c is original]
+    names = regs if own_all and len(regs) == len(nodes) else None
+    for j, node in enumerate(nodes):
+        module = new.get(j)
+        if j == 0 and own_all:
+            if module is not None:
+                module.train(original.training)
+                setattr(owner, target, module)
+            continue
+        if module is None:
+            module = copy.deepcopy(original)
+        module.train(original.training)
+        name = names[j] if names else unique_name(owner, f"{target}_{j}")
+        setattr(owner, name, module)
+        point_to(graph, node, name)
