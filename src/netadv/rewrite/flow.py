@@ -41,6 +41,7 @@ class Flow:
             self.registrations[id(m)].append(p)
 
     def module(self, path: str) -> nn.Module:
+        """The module registered at ``path``."""
         return self.model.get_submodule(path)
 
     def paths(self, path: str) -> list[str]:

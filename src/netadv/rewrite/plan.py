@@ -170,6 +170,7 @@ def _target(activation: Any, method: Method) -> ActivationSpec | None:
 
 
 def _patterns(p: Any) -> list[str]:
+    """include/exclude as a list of glob patterns."""
     if p is None:
         return []
     return [p] if isinstance(p, str) else list(p)

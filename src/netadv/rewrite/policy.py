@@ -38,6 +38,7 @@ class Decision:
 
     @property
     def changes(self) -> bool:
+        """Whether the site computes something else after the rewrite."""
         return self.becomes in (Role.A_F, *BLOCKS) or self.new_activation is not None
 
     def kept(self, note: str) -> Decision:
@@ -67,6 +68,7 @@ class Alternation:
     start: str = START
 
     def second(self, i: int) -> bool:
+        """Whether site ``i`` of the alternation takes the second role."""
         return ((i // self.period) % 2 == 1) == (self.start == "f")
 
 
@@ -133,11 +135,12 @@ class Policy:
             if why:
                 return d.kept(why), None
         module = lambda call: None if call is None else self.flow.module(call.name)
+        layer = lambda call: None if call is None else eco.as_producer(module(call))
         try:
             delta, width = fold_delta(
-                eco.as_producer(module(fold.producer)),
+                layer(fold.producer),
                 module(fold.norm),
-                eco.as_producer(module(fold.consumer)),
+                layer(fold.consumer),
                 decompose(d.spec).k,
                 self.opts["match_params"],
                 producer_in,
@@ -156,6 +159,7 @@ class Policy:
         return self._memo[key]
 
     def _no_adversarial(self, spec: ActivationSpec) -> str | None:
+        """Why the activation has no A_f within max_gain (None: it has)."""
         try:
             stable_interval(spec, self.opts["max_gain"])
         except (NoAdversarialError, ConfigError) as e:
@@ -163,6 +167,7 @@ class Policy:
         return None
 
     def _no_decomposition(self, spec: ActivationSpec) -> str | None:
+        """Why the activation has no HD-FGD decomposition (None: it has)."""
         try:
             decompose(spec)
         except ValueError as e:
@@ -170,6 +175,7 @@ class Policy:
         return None
 
     def _no_split_adversarial(self, spec: ActivationSpec) -> str | None:
+        """Why the activation has no SA form (None: it has)."""
         try:
             decompose(spec).split_adversarial(
                 anchor=self.opts["anchor"], max_gain=self.opts["max_gain"]
@@ -183,6 +189,7 @@ class Policy:
 
 
 def unregistered(title: str) -> str:
+    """Why not: netadv does not know the activation."""
     return (
         f"{title} is not a registered activation (register it with "
         "netadv.activations.registry.register_module_class / netadv.register_activation)"
@@ -190,22 +197,27 @@ def unregistered(title: str) -> str:
 
 
 def unreachable(reach: str) -> str:
+    """Why not: no change can reach the call."""
     return f"unreachable: {reach}"
 
 
 def not_decomposed(why: str) -> str:
+    """Why not (HD-FGD/SA): no block can be built around the call."""
     return f"not decomposed: {why}"
 
 
 def serves_all(calls: int, reach: str) -> str:
+    """Not a why not: every call of a shared module changes alike, through one new module."""
     return f"one new module serves all {calls} calls of this shared module ({reach})"
 
 
 def calls_cannot_differ(reach: str) -> str:
+    """Why not: the calls of a shared module would change differently."""
     return f"shared module whose calls cannot differ: {reach}"
 
 
 def runs_cannot_differ(owner: str, runs: int) -> str:
+    """Why not: the runs of one call in the owner's code would change differently."""
     return (
         f"the owner {owner or 'model'} runs {runs} times per forward, so its calls cannot "
         "differ between runs"
