@@ -29,7 +29,7 @@ TINY = [
 ]
 
 
-def tiny(tmp_path, *extra) -> config_mod.Config:
+def tiny(tmp_path, *extra) -> config_mod.RunConfig:
     return config_mod.load(None, [*TINY, f"output_dir={tmp_path}", *extra])
 
 

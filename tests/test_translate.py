@@ -324,7 +324,7 @@ TINY = [
 ]
 
 
-def tiny(tmp_path, root, *extra) -> config_mod.Config:
+def tiny(tmp_path, root, *extra) -> config_mod.RunConfig:
     return config_mod.load(
         None, [*TINY, f"data_dir={root}", f"output_dir={tmp_path / 'runs'}", *extra]
     )

@@ -164,7 +164,7 @@ def _fwd_bwd(fn: Callable[[Tensor], Tensor], x: Tensor, grad: Tensor) -> Callabl
 
 
 @dataclass
-class Config:
+class BenchConfig:
     quick: bool = False
     device: str = "cpu"
     backends: tuple[str, ...] = ("eager", "compile")
@@ -175,7 +175,7 @@ class Config:
         return self.repeats or (5 if self.quick else 15)
 
 
-def _backends(cfg: Config) -> list[str]:
+def _backends(cfg: BenchConfig) -> list[str]:
     """The backends to run: compile only where a compiler is present."""
     out = []
     for b in cfg.backends:
@@ -212,7 +212,7 @@ def generic_sigmoid() -> nn.Module:
     return Adversarial(spec)
 
 
-def _dtypes(cfg: Config) -> list[torch.dtype]:
+def _dtypes(cfg: BenchConfig) -> list[torch.dtype]:
     if cfg.quick:
         return [torch.float32]
     out = [torch.float32, torch.bfloat16]
@@ -230,7 +230,7 @@ def _cpu_half_ok() -> bool:
         return False
 
 
-def suite_p1(cfg: Config) -> list[Table]:
+def suite_p1(cfg: BenchConfig) -> list[Table]:
     import netadv
 
     n = (1 << 18) if cfg.quick else (1 << 22)
@@ -298,7 +298,7 @@ def geglu(z: Tensor) -> Tensor:
     return x1 * F.gelu(x2)
 
 
-def suite_p2(cfg: Config) -> list[Table]:
+def suite_p2(cfg: BenchConfig) -> list[Table]:
     import netadv
 
     rows = []
@@ -367,7 +367,7 @@ def _train_step(model: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], None]
     return step
 
 
-def suite_p3(cfg: Config) -> list[Table]:
+def suite_p3(cfg: BenchConfig) -> list[Table]:
     import netadv
 
     tokens, d, h = (512, 64, 256) if cfg.quick else (4096, 384, 1536)
@@ -412,7 +412,7 @@ def _flops(model: nn.Module, x: Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def _models(cfg: Config) -> dict[str, tuple[Callable[[], nn.Module], str, str]]:
+def _models(cfg: BenchConfig) -> dict[str, tuple[Callable[[], nn.Module], str, str]]:
     """name -> (builder, activation for the HD-FGD/SA arms, activation for the GA arms)."""
     from netadv.experiments.models import resnet18, vit
 
@@ -449,7 +449,7 @@ def _arms(build, act: str, ga_act: str, example) -> dict[str, tuple[nn.Module, s
     }
 
 
-def suite_p4(cfg: Config) -> list[Table]:
+def suite_p4(cfg: BenchConfig) -> list[Table]:
     dev = cfg.device
     train_batch, big = (8, 16) if cfg.quick else (32, 256)
     tables = []
@@ -553,7 +553,7 @@ def _p4_case(m: nn.Module, what: str, xs, ys, x1, xb) -> Callable[[], None]:
 # --- P6: plan + rewrite time ----------------------------------------------------------------
 
 
-def _p6_models(cfg: Config) -> dict[str, Callable[[], nn.Module]]:
+def _p6_models(cfg: BenchConfig) -> dict[str, Callable[[], nn.Module]]:
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
@@ -571,7 +571,7 @@ def _p6_models(cfg: Config) -> dict[str, Callable[[], nn.Module]]:
     }
 
 
-def suite_p6(cfg: Config) -> list[Table]:
+def suite_p6(cfg: BenchConfig) -> list[Table]:
     import netadv
 
     table = Table(
@@ -641,7 +641,7 @@ def machine() -> str:
     return "; ".join(parts)
 
 
-def run(suites: list[str], cfg: Config, echo: Callable[[str], None] = print) -> list[Table]:
+def run(suites: list[str], cfg: BenchConfig, echo: Callable[[str], None] = print) -> list[Table]:
     tables = []
     for s in suites:
         t0 = time.perf_counter()
@@ -691,7 +691,7 @@ def bench_main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     set_clock(args.clock)
-    cfg = Config(args.quick, args.device, backends, args.repeats)
+    cfg = BenchConfig(args.quick, args.device, backends, args.repeats)
     print(f"machine: {machine()}\n")
     tables = run(suites, cfg)
     if args.json:

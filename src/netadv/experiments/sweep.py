@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from netadv.errors import ConfigError
 from netadv.experiments import config as config_mod
-from netadv.experiments.config import METHODS, Config
+from netadv.experiments.config import METHODS, RunConfig
 from netadv.experiments.train import CHECKPOINT, TrainingDiverged, train
 
 
@@ -39,7 +39,7 @@ def _finished(folder: Path) -> bool:
 
 
 def sweep_arms(
-    cfg: Config, arms: list[Arm], seeds: list[int], *, resume: bool = False, quiet: bool = False
+    cfg: RunConfig, arms: list[Arm], seeds: list[int], *, resume: bool = False, quiet: bool = False
 ) -> list[Path]:
     """Train every (arm, seed); returns the run folders. With ``resume`` a finished run is
     skipped and a killed one continues; a diverged run is recorded and the sweep goes on."""
@@ -67,7 +67,12 @@ def sweep_arms(
 
 
 def sweep(
-    cfg: Config, methods: list[str], seeds: list[int], *, resume: bool = False, quiet: bool = False
+    cfg: RunConfig,
+    methods: list[str],
+    seeds: list[int],
+    *,
+    resume: bool = False,
+    quiet: bool = False,
 ) -> list[Path]:
     """Every method x seed (see :func:`sweep_arms`)."""
     return sweep_arms(cfg, [Arm(m, m) for m in methods], seeds, resume=resume, quiet=quiet)

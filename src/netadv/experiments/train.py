@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 import netadv
 from netadv.errors import ConfigError
-from netadv.experiments.config import Config
+from netadv.experiments.config import RunConfig
 from netadv.experiments.data import image_datasets
 from netadv.experiments.models import build_model
 
@@ -73,7 +73,7 @@ def _inputs(example: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Ten
 
 
 def apply_method(
-    model: nn.Module, cfg: Config, example: torch.Tensor | tuple[torch.Tensor, ...]
+    model: nn.Module, cfg: RunConfig, example: torch.Tensor | tuple[torch.Tensor, ...]
 ) -> nn.Module:
     """Baseline (optionally with every activation replaced), GA, HD-FGD or SA."""
     options = dict(cfg.rewrite)
@@ -112,7 +112,7 @@ def count_flops(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ..
     return int(counter.get_total_flops())
 
 
-def lr_lambda(cfg: Config, steps_per_epoch: int):
+def lr_lambda(cfg: RunConfig, steps_per_epoch: int):
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     total = cfg.epochs * steps_per_epoch
 
@@ -127,7 +127,7 @@ def lr_lambda(cfg: Config, steps_per_epoch: int):
     return factor
 
 
-def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     # no weight decay on biases and normalisation parameters (the usual practice)
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     other = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
@@ -144,7 +144,7 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 # run folder
 
 
-def run_folder(cfg: Config, main: bool, resume: bool) -> tuple[Path, Path]:
+def run_folder(cfg: RunConfig, main: bool, resume: bool) -> tuple[Path, Path]:
     """(run folder, checkpoint path); refuses to overwrite a run, or to resume none."""
     run_dir = Path(cfg.output_dir) / cfg.name
     ckpt_path = run_dir / CHECKPOINT
@@ -208,7 +208,7 @@ def record_epoch(
     scheduler,
     epoch: int,
     elapsed: float,
-    cfg: Config,
+    cfg: RunConfig,
 ) -> None:
     """Rank 0 at the end of an epoch: append the metrics row, then write the checkpoint and
     the summary atomically (a resume drops metrics rows newer than the checkpoint)."""
@@ -280,7 +280,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device, world: int) -> dict[s
     return {"test_loss": loss / n, "test_top1": correct1 / n, "test_top5": correct5 / n}
 
 
-def train(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict:
+def train(cfg: RunConfig, *, resume: bool = False, quiet: bool = False) -> dict:
     """Run ``cfg``; returns the summary (also written to the run folder)."""
     if cfg.task == "translate":
         from netadv.experiments.translate import train_translation
@@ -453,7 +453,7 @@ def hardware(device: torch.device, world: int) -> str:
 
 
 def _summary(
-    cfg: Config, params: int, flops: int, history: list[dict], status: str, hw: str
+    cfg: RunConfig, params: int, flops: int, history: list[dict], status: str, hw: str
 ) -> dict:
     evals = [r for r in history if "test_top1" in r]
     reached = next(

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 import netadv
 from netadv.errors import ConfigError
-from netadv.experiments.config import Config
+from netadv.experiments.config import RunConfig
 from netadv.experiments.models import activation_module
 from netadv.experiments.train import (
     _reduce,
@@ -839,7 +839,7 @@ def evaluate_loss(
 
 
 def evaluate_bleu(
-    model: nn.Module, tokenizer, data: Encoded, cfg: Config, device, rank: int, world: int
+    model: nn.Module, tokenizer, data: Encoded, cfg: RunConfig, device, rank: int, world: int
 ) -> tuple[dict[str, float], list[str]]:
     """Decode the split (each rank a share), gather, score: ({bleu, chrf}, hypotheses)."""
     mine = list(range(rank, len(data.src), world))
@@ -911,7 +911,7 @@ def _check_same_tokenizer(tokenizer, device: torch.device) -> None:
         raise RuntimeError("DDP ranks built different tokenizers; the corpus differs between them")
 
 
-def train_translation(cfg: Config, *, resume: bool = False, quiet: bool = False) -> dict:
+def train_translation(cfg: RunConfig, *, resume: bool = False, quiet: bool = False) -> dict:
     """Run a translation ``cfg``; returns the summary (also written to the run folder)."""
     rank, world, dist_device = setup_distributed()
     main = rank == 0
@@ -1090,7 +1090,7 @@ def train_translation(cfg: Config, *, resume: bool = False, quiet: bool = False)
 
 
 def _summary(
-    cfg: Config, params: int, flops: int, history: list[dict], status: str, hw: str
+    cfg: RunConfig, params: int, flops: int, history: list[dict], status: str, hw: str
 ) -> dict:
     evals = [r for r in history if "test_bleu" in r]
     reached = next(
