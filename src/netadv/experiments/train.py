@@ -283,7 +283,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device, world: int) -> dict[s
 def train(cfg: RunConfig, *, resume: bool = False, quiet: bool = False) -> dict:
     """Run ``cfg``; returns the summary (also written to the run folder)."""
     if cfg.task == "translate":
-        from netadv.experiments.translate import train_translation
+        from netadv.experiments.translate.task import train_translation
 
         return train_translation(cfg, resume=resume, quiet=quiet)
     rank, world, dist_device = setup_distributed()
