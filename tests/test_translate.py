@@ -15,8 +15,9 @@ from netadv.errors import ConfigError
 from netadv.experiments import config as config_mod
 from netadv.experiments import report
 from netadv.experiments import translate as tr
-from netadv.experiments.train import CHECKPOINT, TrainingDiverged, train
-from netadv.experiments.translate import task as translate_task
+from netadv.experiments.loop import TrainingDiverged, train
+from netadv.experiments.run_folder import CHECKPOINT
+from netadv.experiments.translate.task import TRANSLATE as translate_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

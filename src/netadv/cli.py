@@ -46,7 +46,7 @@ def _cmd_demo(args) -> int:
 
 def _cmd_train(args) -> int:
     from netadv.experiments import config as config_mod
-    from netadv.experiments.train import TrainingDiverged, train
+    from netadv.experiments.loop import TrainingDiverged, train
 
     cfg = config_mod.load(args.config, args.set)
     try:

@@ -14,7 +14,7 @@ import yaml
 
 from netadv.errors import ConfigError
 
-TASKS = ("classify", "translate")
+TASK_NAMES = ("classify", "translate")  # netadv.experiments.tasks.TASKS has them
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "digits", "synthetic")
 MODELS = ("mlp", "resnet18", "vit", "swin")
 # translation: gettext catalogs installed on the machine, or the user's parallel files
@@ -93,8 +93,8 @@ class RunConfig:
         return match.group(1), match.group(2)
 
     def validate(self) -> RunConfig:
-        if self.task not in TASKS:
-            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.task not in TASK_NAMES:
+            raise ConfigError(f"task must be one of {', '.join(TASK_NAMES)}, got {self.task!r}")
         translate = self.task == "translate"
         for key, allowed in (
             ("dataset", TRANSLATE_DATASETS if translate else DATASETS),

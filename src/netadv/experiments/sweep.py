@@ -10,7 +10,8 @@ from typing import NamedTuple
 from netadv.errors import ConfigError
 from netadv.experiments import config as config_mod
 from netadv.experiments.config import METHODS, RunConfig
-from netadv.experiments.train import CHECKPOINT, TrainingDiverged, train
+from netadv.experiments.loop import TrainingDiverged, train
+from netadv.experiments.run_folder import CHECKPOINT
 
 
 class Arm(NamedTuple):
