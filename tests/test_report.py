@@ -12,10 +12,9 @@ import pytest
 import yaml
 from scipy import stats
 
+from netadv.cli import add_compare_arguments, compare_main
 from netadv.experiments.report import (
-    add_compare_arguments,
     compare,
-    compare_main,
     find_run_dirs,
     format_table,
     load_run,

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from netadv.errors import ConfigError
+from netadv.experiments.report import format_table, write_report
 
 
 def _cmd_list(args) -> int:
@@ -160,12 +161,65 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(p)
     p.set_defaults(func=bench_main)
 
-    from netadv.experiments.report import add_compare_arguments, compare_main
-
     p = sub.add_parser("compare", help="report.md: arms compared over seeds, with plots")
     add_compare_arguments(p)
     p.set_defaults(func=compare_main)
     return parser
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``netadv compare``."""
+    parser.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run folders, or folders to search for run folders",
+    )
+    parser.add_argument(
+        "-o",
+        "--output-dir",
+        default=None,
+        metavar="OUT_DIR",
+        help="where to write report.md and plots (default: the runs' parent)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default="baseline",
+        metavar="ARM",
+        help="the arm every other arm is tested against (default: baseline)",
+    )
+    parser.add_argument(
+        "--vs",
+        action="append",
+        default=[],
+        metavar="ARM=REF",
+        help="test ARM against REF instead of the baseline (repeatable), e.g. "
+        "ga-sigmoid=baseline-sigmoid",
+    )
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        metavar="VALUE",
+        help="the target for time to target (Top-1 as a fraction, or BLEU), read off the "
+        "runs' per-epoch metrics instead of their config's target",
+    )
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    """Write the report, print its path and the table; 0 on success."""
+    references = {}
+    for item in args.vs:
+        arm, sep, ref = item.partition("=")
+        if not sep or not arm or not ref:
+            raise ValueError(f"--vs takes ARM=REF, got {item!r}")
+        references[arm] = ref
+    path, rows = write_report(
+        args.run_dirs, args.output_dir, args.baseline, references, args.target
+    )
+    print(f"wrote {path}")
+    print(format_table(rows))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,13 @@ def task_for(cfg: RunConfig) -> Task:
     return TASKS[cfg.task]
 
 
+def metrics_by_column(column: str | None) -> TaskMetrics:
+    """The metrics of the task whose primary metric a report column names (classification's
+    when none does)."""
+    by_column = {task.metrics.primary.column: task.metrics for task in TASKS.values()}
+    return by_column.get(column, CLASSIFY.metrics)
+
+
 def metrics_of(task: str) -> TaskMetrics:
     """The metrics of the task a run folder names (a folder from before tasks had names, or
     of an unknown one, reads as classification)."""
