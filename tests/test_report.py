@@ -12,7 +12,8 @@ import pytest
 import yaml
 from scipy import stats
 
-from netadv.cli import add_compare_arguments, compare_main
+from netadv.cli.compare import add_arguments as add_compare_arguments
+from netadv.cli.compare import run as compare_main
 from netadv.experiments.report import (
     compare,
     find_run_dirs,
