@@ -11,7 +11,7 @@ from netadv.errors import ConfigError
 from netadv.experiments import config as config_mod
 from netadv.experiments.config import METHODS, RunConfig
 from netadv.experiments.loop import TrainingDiverged, train
-from netadv.experiments.run_folder import CHECKPOINT
+from netadv.experiments.run_folder import CHECKPOINT, SUMMARY_FILE
 
 
 class Arm(NamedTuple):
@@ -35,7 +35,7 @@ def parse_list(text: str, kind=str) -> list:
 
 
 def _finished(folder: Path) -> bool:
-    summary = folder / "summary.json"
+    summary = folder / SUMMARY_FILE
     return summary.exists() and '"status": "ok"' in summary.read_text()
 
 

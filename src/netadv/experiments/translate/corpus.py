@@ -236,29 +236,7 @@ def parallel_corpus(folder: Path, src: str, tgt: str, max_chars: int) -> Corpus:
             }
             how = "train file split by the source hash (no test file)"
     else:
-        pairs = []
-        for tsv in sorted(folder.glob("*.tsv")):
-            pairs += _read_tsv(tsv)
-            files.setdefault("all", []).append(tsv.name)
-        for a in sorted(folder.glob(f"*.{src}")):
-            b = a.with_suffix(f".{tgt}")
-            if b.is_file():
-                pairs += _read_aligned(a, b)
-                files.setdefault("all", []).extend([a.name, b.name])
-        if not pairs:
-            raise ConfigError(
-                f"no parallel files in {folder}: expected train.tsv (SOURCE<TAB>TARGET per "
-                f"line) or train.{src} + train.{tgt} (line-aligned), optionally with valid/dev "
-                "and test files"
-            )
-        unique, seen = [], set()
-        for pair in _clean(pairs, max_chars, dropped):
-            if pair[0] in seen:
-                dropped["duplicate"] += 1
-            else:
-                seen.add(pair[0])
-                unique.append(pair)
-        splits = _hash_split(unique)
+        splits = _hash_split(_pooled(folder, src, tgt, max_chars, dropped, files))
         how = "all files pooled, deduplicated and split by the source hash"
     info = {
         "source": "parallel",
@@ -268,6 +246,36 @@ def parallel_corpus(folder: Path, src: str, tgt: str, max_chars: int) -> Corpus:
         "dropped": dict(sorted(dropped.items())),
     }
     return Corpus(splits["train"], splits.get("valid", []), splits["test"], info)
+
+
+def _pooled(
+    folder: Path, src: str, tgt: str, max_chars: int, dropped: Counter, files: dict
+) -> list[Pair]:
+    """Every ``*.tsv`` and ``*.SRC``/``*.TGT`` pair of files in the folder (recorded in
+    ``files["all"]``), cleaned, first occurrence of each source kept."""
+    pairs = []
+    for tsv in sorted(folder.glob("*.tsv")):
+        pairs += _read_tsv(tsv)
+        files.setdefault("all", []).append(tsv.name)
+    for a in sorted(folder.glob(f"*.{src}")):
+        b = a.with_suffix(f".{tgt}")
+        if b.is_file():
+            pairs += _read_aligned(a, b)
+            files.setdefault("all", []).extend([a.name, b.name])
+    if not pairs:
+        raise ConfigError(
+            f"no parallel files in {folder}: expected train.tsv (SOURCE<TAB>TARGET per "
+            f"line) or train.{src} + train.{tgt} (line-aligned), optionally with valid/dev "
+            "and test files"
+        )
+    unique, seen = [], set()
+    for pair in _clean(pairs, max_chars, dropped):
+        if pair[0] in seen:
+            dropped["duplicate"] += 1
+        else:
+            seen.add(pair[0])
+            unique.append(pair)
+    return unique
 
 
 def _fingerprint(corpus: Corpus) -> str:
@@ -311,27 +319,31 @@ def build_corpus(
             f"after filtering (need >= {MIN_TRAIN_PAIRS} train and >= {MIN_TEST_PAIRS} test); "
             + hint
         )
-    corpus.info.update(
-        {
-            "lang_pair": lang_pair,
-            "filters": {
-                "max_chars": max_chars,
-                "rules": (
-                    "gettext: drop empty entries, entries with newlines/tabs, format "
-                    "placeholders (% { } $), markup/entities/accelerators, longer than "
-                    "max_chars, identical source and target (case-folded), duplicate "
-                    "sources (first catalog in name order wins)"
-                    if dataset == "gettext"
-                    else "drop empty pairs and pairs longer than max_chars"
-                ),
-            },
-            "split": {
-                "rule": "sha256 of the case- and punctuation-folded source, mod 1000",
-                "test_per_mille": TEST_PER_MILLE,
-                "valid_per_mille": VALID_PER_MILLE,
-            },
-            "counts": counts,
-            "fingerprint": _fingerprint(corpus),
-        }
-    )
+    corpus.info.update(_provenance(corpus, dataset, lang_pair, max_chars))
     return corpus
+
+
+def _provenance(corpus: Corpus, dataset: str, lang_pair: str, max_chars: int) -> dict[str, Any]:
+    """What ``corpus.json`` records besides what was read: the filters, the split rule, the
+    counts and a fingerprint of the pairs (a resume checks it)."""
+    return {
+        "lang_pair": lang_pair,
+        "filters": {
+            "max_chars": max_chars,
+            "rules": (
+                "gettext: drop empty entries, entries with newlines/tabs, format "
+                "placeholders (% { } $), markup/entities/accelerators, longer than "
+                "max_chars, identical source and target (case-folded), duplicate "
+                "sources (first catalog in name order wins)"
+                if dataset == "gettext"
+                else "drop empty pairs and pairs longer than max_chars"
+            ),
+        },
+        "split": {
+            "rule": "sha256 of the case- and punctuation-folded source, mod 1000",
+            "test_per_mille": TEST_PER_MILLE,
+            "valid_per_mille": VALID_PER_MILLE,
+        },
+        "counts": corpus.counts(),
+        "fingerprint": _fingerprint(corpus),
+    }
