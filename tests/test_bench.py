@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tables():
     lines: list[str] = []
-    cfg = bench.Config(quick=True, backends=("eager",), repeats=2)
+    cfg = bench.BenchConfig(quick=True, backends=("eager",), repeats=2)
     out = bench.run(list(bench.SUITES), cfg, echo=lines.append)
     return {t.suite: [u for u in out if u.suite == t.suite] for t in out}, "\n".join(lines)
 

@@ -15,8 +15,9 @@ import yaml
 from netadv.errors import ConfigError
 from netadv.experiments import config as config_mod
 from netadv.experiments.data import DatasetMissingError, image_datasets
+from netadv.experiments.loop import TrainingDiverged, train
 from netadv.experiments.models import build_model
-from netadv.experiments.train import CHECKPOINT, TrainingDiverged, train
+from netadv.experiments.run_folder import CHECKPOINT
 
 TINY = [
     "dataset=synthetic",
@@ -29,7 +30,7 @@ TINY = [
 ]
 
 
-def tiny(tmp_path, *extra) -> config_mod.Config:
+def tiny(tmp_path, *extra) -> config_mod.RunConfig:
     return config_mod.load(None, [*TINY, f"output_dir={tmp_path}", *extra])
 
 
@@ -204,7 +205,7 @@ def test_resume_continues_and_matches_uninterrupted(tmp_path, monkeypatch):
     full = train(tiny(tmp_path, "name=full", "epochs=3"), quiet=True)
 
     # a run killed during epoch 3: the epoch-2 checkpoint is on disk, a metrics line was cut
-    import netadv.experiments.train as loop
+    from netadv.experiments.classify import CLASSIFY as loop
 
     evaluate, calls = loop.evaluate, []
 

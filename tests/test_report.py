@@ -12,10 +12,10 @@ import pytest
 import yaml
 from scipy import stats
 
+from netadv.cli.compare import add_arguments as add_compare_arguments
+from netadv.cli.compare import run as compare_main
 from netadv.experiments.report import (
-    add_compare_arguments,
     compare,
-    compare_main,
     find_run_dirs,
     format_table,
     load_run,

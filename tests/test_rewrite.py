@@ -667,7 +667,7 @@ def test_netadv_modules_plug_into_hf_configs():
 
 
 def test_cli_plan(capsys):
-    from netadv.rewrite.cli import plan_main
+    from netadv.cli.plan import main as plan_main
 
     assert plan_main(["--model", "torchvision:resnet18", "--method", "ga"]) == 0
     out = capsys.readouterr().out
@@ -703,7 +703,7 @@ def test_cli_plan(capsys):
     ],
 )
 def test_cli_bad_specs_are_one_line_errors(spec, message):
-    from netadv.rewrite.cli import plan_main
+    from netadv.cli.plan import main as plan_main
 
     argv = ["--model", spec, "--method", "ga"]
     with pytest.raises(ConfigError, match=message) as e:
@@ -712,7 +712,7 @@ def test_cli_bad_specs_are_one_line_errors(spec, message):
 
 
 def test_cli_bad_arguments():
-    from netadv.rewrite.cli import plan_main
+    from netadv.cli.plan import main as plan_main
 
     with pytest.raises(ConfigError, match="--input-shape"):
         plan_main(["--model", "torchvision:resnet18", "--method", "ga", "--input-shape", "a,b"])

@@ -15,7 +15,9 @@ from netadv.errors import ConfigError
 from netadv.experiments import config as config_mod
 from netadv.experiments import report
 from netadv.experiments import translate as tr
-from netadv.experiments.train import CHECKPOINT, TrainingDiverged, train
+from netadv.experiments.loop import TrainingDiverged, train
+from netadv.experiments.run_folder import CHECKPOINT
+from netadv.experiments.translate.task import TRANSLATE as translate_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -223,7 +225,7 @@ def test_model_forward_backward_and_sites():
     tgt = torch.randint(4, 50, (3, 5))
     logits = model(src, tgt)
     assert logits.shape == (3, 5, 50)
-    loss, n = tr._token_loss(model, src, torch.cat([torch.ones(3, 1, dtype=int), tgt], 1))
+    loss, n = tr.token_loss(model, src, torch.cat([torch.ones(3, 1, dtype=int), tgt], 1))
     loss.backward()
     assert n == 15 and all(p.grad is not None for p in model.parameters() if p.requires_grad)
     # padding of the source does not leak into the other positions' results
@@ -324,7 +326,7 @@ TINY = [
 ]
 
 
-def tiny(tmp_path, root, *extra) -> config_mod.Config:
+def tiny(tmp_path, root, *extra) -> config_mod.RunConfig:
     return config_mod.load(
         None, [*TINY, f"data_dir={root}", f"output_dir={tmp_path / 'runs'}", *extra]
     )
@@ -372,7 +374,7 @@ def test_translation_run_folder_and_report(tmp_path, locale_root):
 
 def test_translation_resume_matches_uninterrupted(tmp_path, locale_root, monkeypatch):
     full = train(tiny(tmp_path, locale_root, "name=full"), quiet=True)
-    evaluate, calls = tr.evaluate, []
+    evaluate, calls = translate_task.evaluate, []
 
     def killed_in_second_epoch(*args, **kwargs):
         calls.append(1)
@@ -380,10 +382,10 @@ def test_translation_resume_matches_uninterrupted(tmp_path, locale_root, monkeyp
             raise KeyboardInterrupt
         return evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(tr, "evaluate", killed_in_second_epoch)
+    monkeypatch.setattr(translate_task, "evaluate", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(tmp_path, locale_root, "name=cut"), quiet=True)
-    monkeypatch.setattr(tr, "evaluate", evaluate)
+    monkeypatch.setattr(translate_task, "evaluate", evaluate)
     run = tmp_path / "runs" / "cut"
     assert torch.load(run / CHECKPOINT, weights_only=True)["epoch"] == 1
     with pytest.raises(ConfigError, match="--resume"):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from netadv.experiments import config as config_mod
 from netadv.experiments.report import compare, format_table, load_run, report_table
+from netadv.experiments.run_folder import DIAGNOSTICS_FILE
 from netadv.experiments.sweep import sweep
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -23,7 +24,7 @@ def _grad_norms_by_depth(runs: list[Path]) -> str:
     """Per-layer weight-gradient norm, averaged over the run's diagnostics rows."""
     lines, table = [], {}
     for run in runs:
-        rows = [json.loads(x) for x in (run / "diagnostics.jsonl").read_text().splitlines()]
+        rows = [json.loads(x) for x in (run / DIAGNOSTICS_FILE).read_text().splitlines()]
         layers = list(rows[0]["grad_norms"])
         table[load_run(run).arm] = {
             n: sum(r["grad_norms"][n] for r in rows) / len(rows) for n in layers

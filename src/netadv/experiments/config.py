@@ -14,7 +14,7 @@ import yaml
 
 from netadv.errors import ConfigError
 
-TASKS = ("classify", "translate")
+TASK_NAMES = ("classify", "translate")  # netadv.experiments.tasks.TASKS has them
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "digits", "synthetic")
 MODELS = ("mlp", "resnet18", "vit", "swin")
 # translation: gettext catalogs installed on the machine, or the user's parallel files
@@ -28,7 +28,7 @@ SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
-class Config:
+class RunConfig:
     """Everything one training run depends on (hyperparameters in one visible place)."""
 
     name: str = "run"
@@ -92,9 +92,9 @@ class Config:
         match = LANG_PAIR.match(self.lang_pair)
         return match.group(1), match.group(2)
 
-    def validate(self) -> Config:
-        if self.task not in TASKS:
-            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+    def validate(self) -> RunConfig:
+        if self.task not in TASK_NAMES:
+            raise ConfigError(f"task must be one of {', '.join(TASK_NAMES)}, got {self.task!r}")
         translate = self.task == "translate"
         for key, allowed in (
             ("dataset", TRANSLATE_DATASETS if translate else DATASETS),
@@ -152,7 +152,7 @@ class Config:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 
 def _unknown_key(key: str) -> ConfigError:
@@ -193,13 +193,13 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
-def from_dict(data: dict[str, Any]) -> Config:
+def from_dict(data: dict[str, Any]) -> RunConfig:
     values = {}
     for key, value in data.items():
         if key not in _FIELDS:
             raise _unknown_key(key)
         values[key] = _coerce(key, value)
-    return Config(**values).validate()
+    return RunConfig(**values).validate()
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -210,7 +210,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
 
 
-def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+def load(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
     """Config from a YAML file (or the defaults) with ``key=value`` overrides applied."""
     data: dict[str, Any] = {}
     if path is not None:
@@ -239,6 +239,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return data
 
 
-def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+def with_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
     """A copy of ``cfg`` with ``key=value`` overrides applied."""
     return from_dict(apply_overrides(copy.deepcopy(cfg.to_dict()), overrides))

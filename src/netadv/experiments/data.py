@@ -181,34 +181,50 @@ def image_datasets(
 ) -> ImageData:
     """Train/test datasets with standard augmentation (random crop with padding, horizontal
     flip) on train and per-channel normalisation from the training set."""
-    from torchvision.transforms import v2
-
     root = Path(root) if root is not None else default_root()
-    if name == "fashion-mnist":
-        train, test = fashion_mnist_tensors(root, download=download)
-        xtr, ytr = (train.tensors[0] * 255).round().to(torch.uint8), train.tensors[1]
-        xte, yte = (test.tensors[0] * 255).round().to(torch.uint8), test.tensors[1]
-        classes = 10
-    elif name in ("cifar10", "cifar100"):
-        xtr, ytr, xte, yte = _cifar(name, root, download)
-        classes = 10 if name == "cifar10" else 100
-    elif name == "digits":
-        xtr, ytr, xte, yte = _digits()
-        classes = 10
-    elif name == "synthetic":
-        xtr, ytr, xte, yte = _synthetic()
-        classes = 10
-    else:
-        raise ValueError(
-            f"unknown dataset {name!r}; known: fashion-mnist, cifar10, cifar100, digits, synthetic"
-        )
+    xtr, ytr, xte, yte, classes = _images(name, root, download)
     if limit_train:
         xtr, ytr = xtr[:limit_train], ytr[:limit_train]
     if limit_test:
         xte, yte = xte[:limit_test], yte[:limit_test]
-    native = xtr.shape[-1]
-    size = image_size or native
-    scaled = xtr.float() / 255
+    size = image_size or xtr.shape[-1]
+    train_tf, test_tf = _transforms(xtr, size, augment)
+    return ImageData(
+        TensorImages(xtr, ytr, train_tf),
+        TensorImages(xte, yte, test_tf),
+        classes,
+        xtr.shape[1],
+        size,
+        f"{name}: {len(ytr)} train / {len(yte)} test, {xtr.shape[1]}x{size}x{size}, "
+        f"{classes} classes",
+    )
+
+
+def _images(name: str, root: Path, download: bool) -> tuple:
+    """uint8 train images, labels, test images, labels (N, C, H, W), and the class count."""
+    if name == "fashion-mnist":
+        train, test = fashion_mnist_tensors(root, download=download)
+        xtr, ytr = (train.tensors[0] * 255).round().to(torch.uint8), train.tensors[1]
+        xte, yte = (test.tensors[0] * 255).round().to(torch.uint8), test.tensors[1]
+        return xtr, ytr, xte, yte, 10
+    if name in ("cifar10", "cifar100"):
+        return (*_cifar(name, root, download), 10 if name == "cifar10" else 100)
+    if name == "digits":
+        return (*_digits(), 10)
+    if name == "synthetic":
+        return (*_synthetic(), 10)
+    raise ValueError(
+        f"unknown dataset {name!r}; known: fashion-mnist, cifar10, cifar100, digits, synthetic"
+    )
+
+
+def _transforms(train_images: torch.Tensor, size: int, augment: bool):
+    """(train, test) transforms: to ``size`` (padding when that is even, else resizing),
+    augmentation on train, then float and normalisation by the training set's statistics."""
+    from torchvision.transforms import v2
+
+    native = train_images.shape[-1]
+    scaled = train_images.float() / 255
     mean = scaled.mean(dim=(0, 2, 3)).tolist()
     std = scaled.std(dim=(0, 2, 3)).clamp(min=1e-3).tolist()
     resize = (
@@ -221,21 +237,9 @@ def image_datasets(
         )
     )
     finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    train_tf = (
-        resize
-        + (
-            [v2.RandomCrop(size, padding=max(1, size // 8)), v2.RandomHorizontalFlip()]
-            if augment
-            else []
-        )
-        + finish
+    augmentation = (
+        [v2.RandomCrop(size, padding=max(1, size // 8)), v2.RandomHorizontalFlip()]
+        if augment
+        else []
     )
-    return ImageData(
-        TensorImages(xtr, ytr, v2.Compose(train_tf)),
-        TensorImages(xte, yte, v2.Compose(resize + finish)),
-        classes,
-        xtr.shape[1],
-        size,
-        f"{name}: {len(ytr)} train / {len(yte)} test, {xtr.shape[1]}x{size}x{size}, "
-        f"{classes} classes",
-    )
+    return v2.Compose(resize + augmentation + finish), v2.Compose(resize + finish)

@@ -9,8 +9,9 @@ from typing import NamedTuple
 
 from netadv.errors import ConfigError
 from netadv.experiments import config as config_mod
-from netadv.experiments.config import METHODS, Config
-from netadv.experiments.train import CHECKPOINT, TrainingDiverged, train
+from netadv.experiments.config import METHODS, RunConfig
+from netadv.experiments.loop import TrainingDiverged, train
+from netadv.experiments.run_folder import CHECKPOINT, SUMMARY_FILE
 
 
 class Arm(NamedTuple):
@@ -34,12 +35,12 @@ def parse_list(text: str, kind=str) -> list:
 
 
 def _finished(folder: Path) -> bool:
-    summary = folder / "summary.json"
+    summary = folder / SUMMARY_FILE
     return summary.exists() and '"status": "ok"' in summary.read_text()
 
 
 def sweep_arms(
-    cfg: Config, arms: list[Arm], seeds: list[int], *, resume: bool = False, quiet: bool = False
+    cfg: RunConfig, arms: list[Arm], seeds: list[int], *, resume: bool = False, quiet: bool = False
 ) -> list[Path]:
     """Train every (arm, seed); returns the run folders. With ``resume`` a finished run is
     skipped and a killed one continues; a diverged run is recorded and the sweep goes on."""
@@ -67,7 +68,12 @@ def sweep_arms(
 
 
 def sweep(
-    cfg: Config, methods: list[str], seeds: list[int], *, resume: bool = False, quiet: bool = False
+    cfg: RunConfig,
+    methods: list[str],
+    seeds: list[int],
+    *,
+    resume: bool = False,
+    quiet: bool = False,
 ) -> list[Path]:
     """Every method x seed (see :func:`sweep_arms`)."""
     return sweep_arms(cfg, [Arm(m, m) for m in methods], seeds, resume=resume, quiet=quiet)

@@ -1,6 +1,6 @@
 """``netadv plan``: print the rewrite plan of a model named on the command line.
 
-Wired into ``netadv.cli`` as the ``plan`` subcommand; user errors raise ConfigError (one line).
+User errors raise ConfigError (one line).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import torch
 from torch import nn
 
 from netadv.errors import ConfigError
-from netadv.rewrite.plan import METHODS, STARTS, plan
+from netadv.rewrite import METHODS, plan
+from netadv.rewrite.plan import STARTS
 
+HELP = "print the rewrite plan of a torchvision/timm/own model"
 SPEC_HELP = "torchvision:NAME, timm:NAME or module.path:factory"
 
 
@@ -94,7 +96,7 @@ def build_model(spec: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
     return model
 
 
-def add_plan_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, metavar="SPEC", help=SPEC_HELP)
     parser.add_argument("--method", required=True, choices=METHODS)
     parser.add_argument(
@@ -123,7 +125,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     return parser
 
 
-def run_plan(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     model = build_model(args.model, parse_kwargs(args.model_kwargs))
     example = None
     if args.input_shape:
@@ -143,9 +145,10 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def plan_main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    """``netadv plan`` on its own (``argv`` without the subcommand)."""
     parser = argparse.ArgumentParser(
         prog="netadv plan", description="Print the rewrite plan of a model."
     )
-    add_plan_arguments(parser)
-    return run_plan(parser.parse_args(argv))
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
