@@ -18,11 +18,7 @@ from torch import Tensor, nn
 from netadv import symbolic
 from netadv.activations.registry import ActivationSpec, resolve
 from netadv.errors import ConfigError, NoAdversarialError
-from netadv.symbolic import Phi, sigmoid, softplus
-
-
-def lifted_symbols(k: int) -> tuple[sympy.Symbol, ...]:
-    return tuple(sympy.Symbol(f"x_{i}", real=True) for i in range(1, k + 1))
+from netadv.symbolic import Phi, lifted_symbols, number_occurrences, sigmoid, softplus
 
 
 @dataclass(frozen=True)
@@ -148,33 +144,13 @@ def _builtin_decompositions() -> dict[str, sympy.Expr]:
 _DECOMPOSITIONS: dict[str, sympy.Expr] = _builtin_decompositions()
 
 
-def number_occurrences(expr: sympy.Expr) -> sympy.Expr:
-    """Lift a one-symbol expression: its i-th occurrence of the symbol becomes ``x_i``."""
-    x = symbolic.only_symbol(expr)
-    count = 0
-
-    def walk(e):
-        nonlocal count
-        if e == x:
-            count += 1
-            return sympy.Symbol(f"x_{count}", real=True)
-        if not e.args:
-            return e
-        return e.func(*[walk(a) for a in e.args])
-
-    return walk(expr)
-
-
 def register_decomposition(name: str, decomposition: Any) -> None:
     """Register a decomposition under ``name``: a :class:`Decomposition`, a sympy expression in
     ``x_1 .. x_k`` (symbols named that way), or a one-symbol expression to lift automatically."""
     if isinstance(decomposition, Decomposition):
         expr = decomposition.expr
     else:
-        expr = symbolic.parse(decomposition) if isinstance(decomposition, str) else decomposition
-        if not all(str(s).startswith("x_") for s in expr.free_symbols):
-            expr = number_occurrences(expr)
-        expr = expr.subs({s: sympy.Symbol(str(s), real=True) for s in expr.free_symbols})
+        expr = symbolic.lifted_expr(decomposition)
     _DECOMPOSITIONS[name.lower()] = expr
 
 

@@ -12,16 +12,17 @@ this module generates two straight-line tensor functions once per expression:
 
 A custom autograd.Function runs them and saves only ``z``, so the block keeps no intermediate
 for backward beyond the wide pre-activation; both functions run eagerly or compiled (see
-:mod:`netadv.fused`). Each generated kernel is checked against the closure path at build time;
-an expression the generator cannot handle (or that fails the check) keeps the closure path.
+:mod:`netadv.fused`). The element-wise functions are the fast column of
+:data:`netadv.symbolic.FUNCTION_TABLE`. Each generated kernel is checked against the closure
+path at build time; an expression the generator cannot handle (or that fails the check) keeps
+the closure path.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import sympy
 import torch
@@ -30,63 +31,10 @@ from sympy.core.function import AppliedUndef
 from torch import Tensor, nn
 
 from netadv import symbolic
-from netadv.activations import closed_forms as cf
 from netadv.fused import Pointwise
 from netadv.layers.adversarial import _SHARED_KERNELS, _saturate, compute_dtype
 
 log = logging.getLogger("netadv")
-
-_SQRT1_2 = 1 / math.sqrt(2)
-
-
-# Element-wise functions as the generated code calls them, chosen by measurement on CPU
-# (docs/PERFORMANCE.md): tanh and softplus through sigmoid and exp2 run 2-3x faster than
-# torch.tanh / F.softplus when compiled, and no slower eagerly.
-def _tanh(x: Tensor) -> Tensor:
-    return 2 * torch.sigmoid(2 * x) - 1
-
-
-def _softplus(x: Tensor) -> Tensor:
-    return x.clamp(min=0) - torch.log(torch.sigmoid(x.abs()))
-
-
-def _phi(x: Tensor) -> Tensor:
-    return 0.5 * (1 + torch.erf(x * _SQRT1_2))
-
-
-def _sinh(x: Tensor) -> Tensor:
-    e = cf._exp(x)
-    return (e - torch.reciprocal(e)) / 2
-
-
-def _cosh(x: Tensor) -> Tensor:
-    e = cf._exp(x)
-    return (e + torch.reciprocal(e)) / 2
-
-
-def _recip(b: Tensor) -> Tensor:
-    """1/b with b held at least SAFE_DENOMINATOR from zero, as the closure path does."""
-    eps = symbolic.SAFE_DENOMINATOR
-    return torch.reciprocal(torch.where(b >= 0, b.clamp(min=eps), b.clamp(max=-eps)))
-
-
-_FUNCTIONS: dict[str, Callable] = {
-    "exp": cf._exp,
-    "log": torch.log,
-    "sin": torch.sin,
-    "cos": torch.cos,
-    "tanh": _tanh,
-    "sinh": _sinh,
-    "cosh": _cosh,
-    "atan": torch.atan,
-    "erf": torch.erf,
-    "erfc": torch.erfc,
-    "Abs": torch.abs,
-    "sign": torch.sign,
-    "sigmoid": torch.sigmoid,
-    "Phi": _phi,
-    "softplus": _softplus,
-}
 
 
 class _Unsupported(ValueError):
@@ -134,7 +82,7 @@ def _printer(names: dict[sympy.Basic, str], adversarial: dict[str, int]):
                 return f"_A{adversarial[name]}({arg}, t{adversarial[name]})"
             if name.startswith("d") and name[1:] in adversarial:
                 return f"_dA{adversarial[name[1:]]}({arg})"
-            if name in _FUNCTIONS:
+            if name in symbolic.FAST_FUNCTIONS:
                 return f"_f_{name}({arg})"
             raise _Unsupported(f"no torch function for {name}")
         raise _Unsupported(f"cannot generate code for {e} ({type(e).__name__})")
@@ -246,8 +194,8 @@ class LiftedKernel:
             "F": F,
             "_compute_dtype": compute_dtype,
             "_out": _out,
-            "_recip": _recip,
-            **{f"_f_{n}": fn for n, fn in _FUNCTIONS.items()},
+            "_recip": symbolic.safe_reciprocal,
+            **{f"_f_{n}": fn for n, fn in symbolic.FAST_FUNCTIONS.items()},
         }
         self.compilable = True
         for j, n in enumerate(names):
