@@ -6,10 +6,13 @@ the stable interval, so they never see an argument where they overflow. Formulas
 measurement (docs/PERFORMANCE.md): on CPU, ``sinh``/``cosh`` are not vectorised (about 70x slower
 than ``exp``) and ``exp`` itself runs about 3x slower than ``exp2``, so every exponential here is
 ``exp2(x * log2(e))``; ``erfi`` is a Horner polynomial only as long as the dtype needs.
+
+Besides the built-in forms: :func:`given`, a user's closed form.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -161,4 +164,23 @@ def leaky_relu(negative_slope: float = 0.01) -> ClosedForm:
         lambda x: x.clamp(min=0) + x.clamp(max=0) / a,
         lambda x: (1 - 1 / a) * (x >= 0).to(x.dtype) + 1 / a,
         key=("leaky_relu", a),
+    )
+
+
+# ---- closed forms that are not built in -----------------------------------------------------
+
+
+def _shifted(value: Callable[[Tensor], Tensor], a0: float, x: Tensor) -> Tensor:
+    return value(x) - a0
+
+
+def _reciprocal(derivative: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    return 1 / derivative(x)
+
+
+def given(value: Callable[[Tensor], Tensor], derivative: Callable, a0: float) -> ClosedForm:
+    """A user's closed form ``value`` of A_f (any anchor; ``a0 = value(0)``), re-anchored to
+    A(0) = 0, with the slopes ``1/derivative``."""
+    return ClosedForm(
+        functools.partial(_shifted, value, a0), functools.partial(_reciprocal, derivative)
     )
