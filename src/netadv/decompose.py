@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sympy
-from torch import Tensor, nn
+from torch import Tensor
 
 from netadv import symbolic
 from netadv.activations import registry
+from netadv.activations.kernel import build_kernel
 from netadv.activations.registry import (
     ActivationSpec,
     decomposition_names,
@@ -70,35 +71,36 @@ class Decomposition:
 
     def split_adversarial(
         self, *, anchor: str = ANCHOR, max_gain: float = MAX_GAIN
-    ) -> tuple[sympy.Expr, dict[str, nn.Module]]:
+    ) -> tuple[sympy.Expr, dict[str, ActivationSpec]]:
         """The SA form: each term function ``t`` (a maximal chain of one-argument functions)
-        becomes ``A_t``; returns the expression (with functions named ``A_...``) and the
-        adversarial modules by name. A chain with no adversarial stays as it is."""
-        from netadv.layers.adversarial import Adversarial
-
-        modules: dict[str, nn.Module] = {}
+        becomes ``A_t``. Returns the expression, with functions named ``A_...``, and by name
+        the activation each ``A_...`` is the adversarial of (its kernel is
+        ``build_kernel(spec, anchor=anchor, max_gain=max_gain)``, already built and cached
+        here). A chain with no adversarial stays as it is."""
+        terms: dict[str, ActivationSpec] = {}
 
         def walk(e: sympy.Basic) -> sympy.Basic:
             if isinstance(e, sympy.Function) and len(e.args) == 1:
                 chain, arg = _chain(e)
+                spec = _chain_spec(chain)
                 try:
-                    module = Adversarial(_chain_spec(chain), anchor=anchor, max_gain=max_gain)
+                    build_kernel(spec, anchor=anchor, max_gain=max_gain)
                 except NoAdversarialError:
                     return e.func(walk(e.args[0]))
                 name = "A_" + "_".join(fn.__name__ for fn in chain)
-                modules.setdefault(name, module)
+                terms.setdefault(name, spec)
                 return sympy.Function(name)(walk(arg))
             if not e.args:
                 return e
             return e.func(*[walk(a) for a in e.args])
 
         expr = walk(self.expr)
-        if not modules:
+        if not terms:
             raise ConfigError(
                 f"no term of {self.name} ({self.expr}) has an adversarial function, so its SA "
                 f"form equals HD-FGD; use adversarial=False"
             )
-        return expr, modules
+        return expr, terms
 
 
 #: The variable of a term function (one object, so per-chain caches hit).

@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor
 
 from netadv.activations import registry
+from netadv.activations.kernel import stable_interval
 from netadv.defaults import MAX_GAIN
 from netadv.errors import NoAdversarialError
 
@@ -16,8 +17,6 @@ from netadv.errors import NoAdversarialError
 def list_activations(max_gain: float = MAX_GAIN) -> list[dict[str, Any]]:
     """One row per registered activation: name, whether A_f has a closed form, the stable
     interval (None when f has no adversarial, with the reason), and the HD-FGD decomposition."""
-    from netadv.layers.adversarial import stable_interval
-
     rows = []
     for name in registry.names():
         spec = registry.by_name(name)

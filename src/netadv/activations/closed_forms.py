@@ -7,19 +7,24 @@ measurement (docs/PERFORMANCE.md): on CPU, ``sinh``/``cosh`` are not vectorised 
 than ``exp``) and ``exp`` itself runs about 3x slower than ``exp2``, so every exponential here is
 ``exp2(x * log2(e))``; ``erfi`` is a Horner polynomial only as long as the dtype needs.
 
-Besides the built-in forms: :func:`given`, a user's closed form.
+Besides the built-in forms: :func:`given`, a user's closed form, and :func:`by_sympy`, the
+closed form sympy integrates for an activation given as an expression (when it finds one).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import sympy
 import torch
 from torch import Tensor
 
+from netadv import symbolic
 from netadv.symbolic import fast_exp
 
 
@@ -184,3 +189,36 @@ def given(value: Callable[[Tensor], Tensor], derivative: Callable, a0: float) ->
     return ClosedForm(
         functools.partial(_shifted, value, a0), functools.partial(_reciprocal, derivative)
     )
+
+
+def by_sympy(expr: sympy.Expr | None, timeout_s: float = 3.0) -> ClosedForm | None:
+    """``sympy.integrate(1/f')`` for an activation given as a one-symbol expression, or None
+    when there is none that torch can evaluate. Main thread only: it needs a SIGALRM timeout,
+    since integrate can run for minutes."""
+    if expr is None or threading.current_thread() is not threading.main_thread():
+        return None
+    x = symbolic.only_symbol(expr)
+
+    def _timeout(*_):
+        raise TimeoutError
+
+    old = signal.signal(signal.SIGALRM, _timeout)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        inv = sympy.simplify(1 / sympy.diff(expr, x))
+        a = sympy.integrate(inv, x)
+    except Exception:  # TimeoutError, or sympy failing on an exotic expression
+        return None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    # a function the compiler does not know (erfi, Ei...) would only fail when called
+    unknown = {type(f).__name__ for f in a.atoms(sympy.Function)} - set(symbolic.TORCH_FUNCTIONS)
+    if a.has(sympy.Integral) or unknown:
+        return None
+    try:
+        value = symbolic.unary(a - a.subs(x, 0), x)
+        inv_slope = symbolic.unary(inv, x)
+    except ValueError:  # uses a function the torch compiler does not know
+        return None
+    return ClosedForm(value, inv_slope)

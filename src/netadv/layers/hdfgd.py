@@ -17,14 +17,17 @@ import copy
 import math
 from typing import Any
 
+import sympy
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from netadv import symbolic
 from netadv.decompose import Decomposition, decompose
 from netadv.errors import ConfigError
 from netadv.fused import describe
 from netadv.layers import lifted
+from netadv.layers.adversarial import Adversarial
 from netadv.layers.lifted import LiftedFunction
 
 PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -175,14 +178,12 @@ class HDFGD(nn.Module):
         self.adversarial = nn.ModuleDict(adversarial) if adversarial else None
         self.sa_expr = sa_expr
         if adversarial:
-            from netadv import symbolic
-
             self._evaluate = symbolic.to_torch(sa_expr, decomposition.symbols)
         else:
             self._evaluate = decomposition.lifted
-        self._lifted = lifted.build(
-            sa_expr if adversarial else decomposition.expr, decomposition.symbols, adversarial
-        )
+        terms = {n: m.kernel for n, m in adversarial.items()} if adversarial else None
+        expr = sa_expr if adversarial else decomposition.expr
+        self._lifted = lifted.build(expr, decomposition.symbols, terms)
         self.last_penalty: Tensor | None = None
         # exactly nn.Linear (+ exactly nn.LayerNorm, whose statistics ignore feature order)
         self._blockable = type(producer) is nn.Linear and (
@@ -307,6 +308,16 @@ def _version(*ts: Tensor | None) -> tuple:
     return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in ts if t is not None)
 
 
+def sa_terms(
+    decomposition: Decomposition, *, anchor: str = "f0", max_gain: float = 25.0
+) -> tuple[sympy.Expr, dict[str, Adversarial]]:
+    """The SA form of ``decomposition`` (see :meth:`~netadv.Decomposition.split_adversarial`)
+    and its adversarial terms as modules, by the names the expression calls them."""
+    expr, specs = decomposition.split_adversarial(anchor=anchor, max_gain=max_gain)
+    modules = {n: Adversarial(s, anchor=anchor, max_gain=max_gain) for n, s in specs.items()}
+    return expr, modules
+
+
 def hdfgd(
     producer: nn.Module,
     activation: Any,
@@ -381,7 +392,7 @@ def hdfgd(
         new_consumer = _like(consumer, in_width=width) if match_params else copy.deepcopy(consumer)
     sa_expr, modules = (None, None)
     if adversarial:
-        sa_expr, modules = decomposition.split_adversarial(anchor=anchor, max_gain=max_gain)
+        sa_expr, modules = sa_terms(decomposition, anchor=anchor, max_gain=max_gain)
     block = HDFGD(
         wide,
         decomposition,

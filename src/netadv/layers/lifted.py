@@ -10,12 +10,12 @@ this module generates two straight-line tensor functions once per expression:
   derivatives with common subexpressions eliminated, where ``A_t' = 1/t'`` (exact, clamped to
   the stable interval as in :class:`~netadv.Adversarial`).
 
-A custom autograd.Function runs them and saves only ``z``, so the block keeps no intermediate
-for backward beyond the wide pre-activation; both functions run eagerly or compiled (see
-:mod:`netadv.fused`). The element-wise functions are the fast column of
-:data:`netadv.symbolic.FUNCTION_TABLE`. Each generated kernel is checked against the closure
-path at build time; an expression the generator cannot handle (or that fails the check) keeps
-the closure path.
+A custom autograd.Function (:class:`LiftedFunction`) runs them and saves only ``z``, so the block
+keeps no intermediate for backward beyond the wide pre-activation; both functions run eagerly
+or compiled (see :mod:`netadv.fused`). The element-wise functions are the fast column of
+:data:`netadv.symbolic.FUNCTION_TABLE`. Each generated kernel is
+checked against the closure path at build time; an expression the generator cannot handle (or
+that fails the check) keeps the closure path.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ import sympy
 import torch
 import torch.nn.functional as F
 from sympy.core.function import AppliedUndef
-from torch import Tensor, nn
+from torch import Tensor
 
 from netadv import symbolic
+from netadv.activations.kernel import AdversarialKernel, compute_dtype, saturate
 from netadv.fused import Pointwise
-from netadv.layers.adversarial import _SHARED_KERNELS, _saturate, compute_dtype
+from netadv.layers.adversarial import run_adversarial
 
 log = logging.getLogger("netadv")
 
@@ -41,57 +42,63 @@ class _Unsupported(ValueError):
     pass
 
 
-def _printer(names: dict[sympy.Basic, str], adversarial: dict[str, int]):
-    """Print a sympy expression as one Python expression over torch tensors."""
+class _Printer:
+    """Prints a sympy expression as one Python expression over torch tensors: ``names`` maps
+    symbols (and common subexpressions) to variable names, ``adversarial`` the SA terms'
+    function names to their index in the generated code's arguments."""
 
-    def p(e: sympy.Basic) -> str:
-        if e in names:
-            return names[e]
+    def __init__(self, names: dict[sympy.Basic, str], adversarial: dict[str, int]):
+        self.names, self.adversarial = names, adversarial
+
+    def __call__(self, e: sympy.Basic) -> str:
+        if e in self.names:
+            return self.names[e]
         if e.is_number:
             if not e.is_real:
                 raise _Unsupported(f"complex constant {e}")
             return repr(float(e))
         if isinstance(e, sympy.Add):
-            return "(" + " + ".join(p(a) for a in e.args) + ")"
+            return "(" + " + ".join(self(a) for a in e.args) + ")"
         if isinstance(e, sympy.Mul):
-            coeff, factors = e.as_coeff_mul()
-            parts = [p(f) for f in factors]
-            body = " * ".join(parts) if parts else "1.0"
-            if coeff == 1:
-                return f"({body})"
-            if coeff == -1:
-                return f"(-{body})"
-            return f"({p(coeff)} * {body})"
+            return self._product(e)
         if isinstance(e, sympy.Pow):
-            base = p(e.base)
-            if not e.exp.is_number:
-                return f"torch.pow({base}, {p(e.exp)})"
-            q = float(e.exp)
-            if q == 0.5:
-                return f"torch.sqrt({base})"
-            if q < 0:
-                r = _recip_of(base)
-                return r if q == -1 else f"({r} ** {_num(-q)})"
-            return f"({base} ** {_num(q)})"
+            return self._power(e)
         if isinstance(e, sympy.Function | AppliedUndef):
-            if len(e.args) != 1:
-                raise _Unsupported(f"{e}: only one-argument functions")
-            name = type(e).__name__
-            arg = p(e.args[0])
-            if name in adversarial:
-                return f"_A{adversarial[name]}({arg}, t{adversarial[name]})"
-            if name.startswith("d") and name[1:] in adversarial:
-                return f"_dA{adversarial[name[1:]]}({arg})"
-            if name in symbolic.FAST_FUNCTIONS:
-                return f"_f_{name}({arg})"
-            raise _Unsupported(f"no torch function for {name}")
+            return self._function(e)
         raise _Unsupported(f"cannot generate code for {e} ({type(e).__name__})")
 
-    return p
+    def _product(self, e: sympy.Mul) -> str:
+        coeff, factors = e.as_coeff_mul()
+        body = " * ".join(self(f) for f in factors) if factors else "1.0"
+        if coeff == 1:
+            return f"({body})"
+        if coeff == -1:
+            return f"(-{body})"
+        return f"({self(coeff)} * {body})"
 
+    def _power(self, e: sympy.Pow) -> str:
+        base = self(e.base)
+        if not e.exp.is_number:
+            return f"torch.pow({base}, {self(e.exp)})"
+        q = float(e.exp)
+        if q == 0.5:
+            return f"torch.sqrt({base})"
+        if q < 0:
+            r = f"_recip({base})"
+            return r if q == -1 else f"({r} ** {_num(-q)})"
+        return f"({base} ** {_num(q)})"
 
-def _recip_of(base: str) -> str:
-    return f"_recip({base})"
+    def _function(self, e: sympy.Basic) -> str:
+        if len(e.args) != 1:
+            raise _Unsupported(f"{e}: only one-argument functions")
+        name, arg, adversarial = type(e).__name__, self(e.args[0]), self.adversarial
+        if name in adversarial:
+            return f"_A{adversarial[name]}({arg}, t{adversarial[name]})"
+        if name.startswith("d") and name[1:] in adversarial:
+            return f"_dA{adversarial[name[1:]]}({arg})"
+        if name in symbolic.FAST_FUNCTIONS:
+            return f"_f_{name}({arg})"
+        raise _Unsupported(f"no torch function for {name}")
 
 
 def _num(q: float) -> str:
@@ -104,9 +111,9 @@ def _statements(exprs: Sequence[sympy.Expr], names: dict, adversarial: dict) -> 
     names = dict(names)
     lines = []
     for sym, value in replacements:
-        lines.append(f"    {sym} = {_printer(names, adversarial)(value)}")
+        lines.append(f"    {sym} = {_Printer(names, adversarial)(value)}")
         names[sym] = str(sym)
-    printer = _printer(names, adversarial)
+    printer = _Printer(names, adversarial)
     return lines, [printer(r) for r in reduced]
 
 
@@ -138,45 +145,49 @@ def _program(expr: sympy.Expr, symbols: tuple, adversarial: tuple[str, ...]) -> 
     calls = [n for n in sympy.preorder_traversal(expr) if type(n).__name__ in classes and n.args]
     if any(not c.args[0].free_symbols for c in calls):
         raise _Unsupported("an SA term with a constant argument")
-    k = len(symbols)
     names = {s: f"x{i}" for i, s in enumerate(symbols)}
     tables = "".join(f", t{j}" for j in range(len(adversarial)))
     head = [
         "    cdt = _compute_dtype(z.dtype)",
-        *(f"    x{i} = z[:, {i}].to(cdt)" for i in range(k)),
+        *(f"    x{i} = z[:, {i}].to(cdt)" for i in range(len(symbols))),
     ]
-    src = [f"def forward(z{tables}):", *head]
     penalty = sum((c**2 for c in calls), sympy.Integer(0))
     lines, (y, q) = _statements([expr, penalty], names, index)
-    src += lines
+    src = [f"def forward(z{tables}):", *head, *lines]
     if calls:
         src += [f"    return _out({y}, z.dtype), ({q}).mean()", ""]
     else:
         src += [f"    return _out({y}, z.dtype)", ""]
-
-    grads = [sympy.diff(expr, s) for s in symbols]
-    for with_penalty in (False, True) if calls else (False,):
-        name = "backward_penalty" if with_penalty else "backward"
-        extra = [sympy.diff(penalty, s) for s in symbols] if with_penalty else []
-        lines, out = _statements(grads + extra, names, index)
-        gp = ", gp" if with_penalty else ""
-        src += [f"def {name}(z, g{gp}{tables}):", *head, "    g = g.to(cdt)"]
-        if with_penalty:
-            src.append("    gp = gp.to(cdt) / (z.shape[0] * z.shape[2])")
-        src += lines
-        terms = [
-            f"g * {out[i]}" + (f" + gp * {out[k + i]}" if with_penalty and extra[i] != 0 else "")
-            for i in range(k)
-        ]
-        src += [f"    return _out(torch.stack([{', '.join(terms)}], dim=1), z.dtype)", ""]
+    src += _backward_source(expr, None, symbols, names, index, head, tables)
+    if calls:
+        src += _backward_source(expr, penalty, symbols, names, index, head, tables)
     return "\n".join(src)
+
+
+def _backward_source(expr, penalty, symbols, names, index, head, tables) -> list[str]:
+    """``backward(z, g)``, or with a penalty ``backward_penalty(z, g, gp)``: the input
+    gradient ``g * dF/dx_i (+ gp/n * dQ/dx_i)`` stacked over the k terms."""
+    k = len(symbols)
+    grads = [sympy.diff(expr, s) for s in symbols]
+    extra = [sympy.diff(penalty, s) for s in symbols] if penalty is not None else []
+    lines, out = _statements(grads + extra, names, index)
+    if penalty is None:
+        src = [f"def backward(z, g{tables}):", *head, "    g = g.to(cdt)"]
+    else:
+        src = [f"def backward_penalty(z, g, gp{tables}):", *head, "    g = g.to(cdt)"]
+        src.append("    gp = gp.to(cdt) / (z.shape[0] * z.shape[2])")
+    terms = [
+        f"g * {out[i]}" + (f" + gp * {out[k + i]}" if extra and extra[i] != 0 else "")
+        for i in range(k)
+    ]
+    return [*src, *lines, f"    return _out(torch.stack([{', '.join(terms)}], dim=1), z.dtype)", ""]
 
 
 def _out(y: Tensor, dtype: torch.dtype) -> Tensor:
     """The compute-dtype result in the input's dtype, saturated for half types."""
     if y.dtype == dtype:
         return y
-    return _saturate(y, dtype)
+    return saturate(y, dtype)
 
 
 def _full(y, like: Tensor) -> Tensor:
@@ -184,9 +195,10 @@ def _full(y, like: Tensor) -> Tensor:
 
 
 class LiftedKernel:
-    """The generated forward/backward of one lifted expression (with its SA terms bound)."""
+    """The generated forward/backward of one lifted expression, with its SA terms (adversarial
+    kernels by the names the expression calls them) bound."""
 
-    def __init__(self, expr: sympy.Expr, symbols: tuple, adversarial: dict[str, nn.Module]):
+    def __init__(self, expr: sympy.Expr, symbols: tuple, adversarial: dict[str, AdversarialKernel]):
         names = tuple(sorted(adversarial))
         source = _program(expr, tuple(symbols), names)
         namespace = {
@@ -199,10 +211,10 @@ class LiftedKernel:
         }
         self.compilable = True
         for j, n in enumerate(names):
-            kernel = adversarial[n]._kernel
+            kernel = adversarial[n]
             namespace[f"_A{j}"] = kernel.forward.fn
             namespace[f"_dA{j}"] = kernel.slope
-            self.compilable &= kernel.forward.compilable
+            self.compilable &= kernel.compilable
         exec(compile(source, f"<netadv lifted {expr}>", "exec"), namespace)  # noqa: S102
         self.source = source
         self.k = len(symbols)
@@ -221,10 +233,11 @@ class LiftedKernel:
 
 
 class LiftedFunction(torch.autograd.Function):
-    """``F`` of the wide pre-activation ``z[A, k, B]`` (and the SA penalty); saves only z."""
+    """``F`` of the stacked pre-activation ``z[A, k, B]`` (and the SA penalty); saves only z.
+    ``kernel`` is a :class:`~netadv.functional.codegen.LiftedKernel`."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, kernel: LiftedKernel, backend: str | None, *tables):
+    def forward(ctx, z: Tensor, kernel, backend: str | None, *tables):
         ctx.save_for_backward(z)
         ctx.kernel, ctx.backend, ctx.tables = kernel, backend, tables
         ctx.set_materialize_grads(False)
@@ -250,12 +263,14 @@ class LiftedFunction(torch.autograd.Function):
         return (gz, *none)
 
 
-def build(expr: sympy.Expr, symbols: tuple, adversarial: dict[str, nn.Module] | None):
+def build(
+    expr: sympy.Expr, symbols: tuple, adversarial: dict[str, AdversarialKernel] | None = None
+) -> LiftedKernel | None:
     """The :class:`LiftedKernel` of ``expr``, or None where only the closure path works.
     Kernels whose SA terms are shared built-ins are shared too (one compile per model)."""
     adversarial = adversarial or {}
-    shared = all(m._kernel in _SHARED_KERNELS.values() for m in adversarial.values())
-    key = (expr, tuple(symbols), tuple((n, id(m._kernel)) for n, m in sorted(adversarial.items())))
+    shared = all(kernel.shared for kernel in adversarial.values())
+    key = (expr, tuple(symbols), tuple(sorted(adversarial.items())))
     if shared and key in _LIFTED:
         return _LIFTED[key]
     try:
@@ -271,35 +286,21 @@ def build(expr: sympy.Expr, symbols: tuple, adversarial: dict[str, nn.Module] | 
     return kernel
 
 
+#: Generated kernels whose SA terms are all shared kernels, by expression and terms.
 _LIFTED: dict[tuple, LiftedKernel] = {}
 
 
-def _agrees(kernel: LiftedKernel, expr, symbols, adversarial) -> bool:
+def _agrees(kernel: LiftedKernel, expr, symbols, adversarial: dict) -> bool:
     """The generated forward, penalty and gradients against the closure path and autograd,
     in float64 at random points (inside and outside the SA terms' stable intervals)."""
     k = len(symbols)
     gen = torch.Generator().manual_seed(0)
     z = (1.5 * torch.randn(24, k, 1, generator=gen, dtype=torch.float64)).requires_grad_(True)
-    tables = [
-        (m._table.double() if m._table is not None else None)
-        for _, m in sorted(adversarial.items())
-    ]
-    records: list[Tensor] = []
-
-    def recorded(m):
-        def call(t):
-            out = m(t)
-            records.append(out.pow(2).mean())
-            return out
-
-        return call
-
-    closure = symbolic.to_torch(expr, symbols)
+    terms = [adversarial[n] for n in sorted(adversarial)]
+    tables = [t.knots.double() if t.knots is not None else None for t in terms]
+    y_ref, p_ref = _reference(expr, symbols, adversarial, z)
+    g = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
     with torch.enable_grad():
-        zs = [z[:, i] for i in range(k)]
-        y_ref = _full(closure(zs, {n: recorded(m) for n, m in adversarial.items()}), zs[0])
-        p_ref = torch.stack(records).sum() if records else None
-        g = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
         loss = (y_ref * g).sum() + (3.0 * p_ref if p_ref is not None else 0.0)
         (gz_ref,) = torch.autograd.grad(loss, z)
     with torch.no_grad():
@@ -314,3 +315,22 @@ def _agrees(kernel: LiftedKernel, expr, symbols, adversarial) -> bool:
             gz = kernel.backward.fn(z.detach(), g, *tables)
         ok &= bool(torch.allclose(gz, gz_ref, rtol=1e-7, atol=1e-10))
     return bool(ok)
+
+
+def _reference(expr, symbols, adversarial: dict, z: Tensor) -> tuple[Tensor, Tensor | None]:
+    """F and the SA penalty of ``z[A, k, 1]`` by the closure path, differentiable in z."""
+    records: list[Tensor] = []
+
+    def recorded(kernel):
+        def call(t):
+            out = run_adversarial(t, kernel)
+            records.append(out.pow(2).mean())
+            return out
+
+        return call
+
+    closure = symbolic.to_torch(expr, symbols)
+    with torch.enable_grad():
+        zs = [z[:, i] for i in range(len(symbols))]
+        y = _full(closure(zs, {n: recorded(t) for n, t in adversarial.items()}), zs[0])
+    return y, (torch.stack(records).sum() if records else None)
