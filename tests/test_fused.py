@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import sympy
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,7 +45,7 @@ def _reset(*kernels):
 def _pointwise_of(m):
     if isinstance(m, Adversarial):
         return [m.kernel.forward, m.kernel.backward]
-    lk = m._lifted
+    lk = m.form.kernel
     return [p for p in (lk.forward, lk.backward, lk.backward_penalty) if p is not None]
 
 
@@ -227,9 +228,9 @@ def test_inductor_compiles_an_adversarial_for_real(fresh_fused, monkeypatch):
 @pytest.mark.parametrize("sa", [False, True], ids=["hdfgd", "sa"])
 def test_fused_block_equals_the_closure_path(act, sa):
     block = netadv.hdfgd(nn.Linear(5, 7), act, consumer=nn.Linear(7, 2), adversarial=sa)
-    assert block._lifted is not None
+    assert block.form.kernel is not None
     closure = copy.deepcopy(block)
-    closure._lifted = None
+    closure.form.kernel = None
     assert "closure" in repr(closure) and "fused" in repr(block)
     x = (2 * torch.randn(4, 3, 5)).requires_grad_(True)
     outs = []
@@ -309,16 +310,14 @@ def test_shared_kernels_compile_once_per_model():
     assert netadv.adversarial("sigmoid", max_gain=30).kernel is not a.kernel
     s1 = netadv.hdfgd(nn.Linear(3, 4), "gelu", adversarial=True)
     s2 = netadv.hdfgd(nn.Linear(5, 6), "gelu", adversarial=True)
-    assert s1._lifted is s2._lifted
-    assert copy.deepcopy(s1)._lifted is s1._lifted
+    assert s1.form.kernel is s2.form.kernel
+    assert copy.deepcopy(s1).form.kernel is s1.form.kernel
 
 
 def test_user_decomposition_gets_a_generated_kernel():
-    import sympy
-
     x = sympy.Symbol("x")
     block = netadv.hdfgd(nn.Linear(3, 4), x * sympy.atan(x) + sympy.exp(-x * x))
-    assert block._lifted is not None and block._lifted.k == 3
+    assert block.form.kernel is not None and block.form.kernel.k == 3
     lin = nn.Linear(3, 4)
     block = netadv.hdfgd(lin, x * sympy.atan(x))
     xin = torch.randn(5, 3)

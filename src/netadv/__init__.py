@@ -1,5 +1,6 @@
 """netadv: network adversarial activations and HD-FGD (arXiv 2405.03712) for PyTorch."""
 
+from netadv import functional
 from netadv.activations.catalog import list_activations, register_activation
 from netadv.activations.kernel import stable_interval
 from netadv.decompose import Decomposition, decompose
@@ -18,6 +19,7 @@ __all__ = [
     "RewritePlan",
     "adversarial",
     "decompose",
+    "functional",
     "get_backend",
     "hdfgd",
     "list_activations",

@@ -1,9 +1,9 @@
 """The adversarial activation ``A_f`` as a module (METHOD.md sections 1-3).
 
-A thin holder of the :class:`~netadv.activations.kernel.AdversarialKernel` that
-:func:`~netadv.activations.kernel.build_kernel` made: the module keeps the kernel and its
-configuration, and shows both in ``print(model)``. :class:`AdversarialFunction` runs the
-kernel and saves only the input.
+A thin holder: the math is :func:`netadv.functional.adversarial` running the
+:class:`~netadv.activations.kernel.AdversarialKernel` that
+:func:`~netadv.activations.kernel.build_kernel` made; the module keeps the kernel and its
+configuration, and shows both in ``print(model)``.
 """
 
 from __future__ import annotations
@@ -11,46 +11,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from netadv.activations.kernel import (
-    AdversarialKernel,
-    build_kernel,
-    check_anchor,
-    compute_dtype,
-)
+from netadv import functional
+from netadv.activations.kernel import build_kernel, check_anchor, compute_dtype
 from netadv.activations.kernel import stable_interval as stable_interval  # for rewrite.plan
 from netadv.activations.registry import resolve
 from netadv.defaults import ANCHOR, MAX_GAIN
 from netadv.fused import describe
-
-
-class AdversarialFunction(torch.autograd.Function):
-    """``A_f`` with the exact backward; saves only the input."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, kernel: AdversarialKernel, table: Tensor | None, backend):
-        ctx.save_for_backward(x)
-        ctx.kernel, ctx.backend = kernel, backend
-        return kernel.forward(x, table, backend=backend)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
-        kernel = ctx.kernel
-        if torch.is_grad_enabled():  # double backward: differentiable eager ops
-            return kernel.backward.fn(x, grad), None, None, None
-        return kernel.backward(x, grad, backend=ctx.backend), None, None, None
-
-
-def run_adversarial(x: Tensor, kernel: AdversarialKernel, backend: str | None = None) -> Tensor:
-    """``A_f(x)`` by ``kernel``: through :class:`AdversarialFunction` when x needs a gradient,
-    else the forward kernel alone (inference builds no autograd node)."""
-    table = kernel.table_for(x)
-    if torch.is_grad_enabled() and x.requires_grad:
-        return AdversarialFunction.apply(x, kernel, table, backend)
-    return kernel.forward(x, table, backend=backend)
 
 
 def _camel(name: str) -> str:
@@ -104,7 +72,7 @@ class Adversarial(nn.Module):
         return self.kernel.table_for(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        return run_adversarial(x, self.kernel, self.backend)
+        return functional.adversarial(x, self.kernel, backend=self.backend)
 
     def inv_slope(self, x: Tensor) -> Tensor:
         """``A_f'(x)`` as used in backward (for diagnostics and tests)."""

@@ -10,7 +10,7 @@ this module generates two straight-line tensor functions once per expression:
   derivatives with common subexpressions eliminated, where ``A_t' = 1/t'`` (exact, clamped to
   the stable interval as in :class:`~netadv.Adversarial`).
 
-A custom autograd.Function (:class:`LiftedFunction`) runs them and saves only ``z``, so the block
+:class:`~netadv.functional.autograd.LiftedFunction` runs them and saves only ``z``, so the block
 keeps no intermediate for backward beyond the wide pre-activation; both functions run eagerly
 or compiled (see :mod:`netadv.fused`). The element-wise functions are the fast column of
 :data:`netadv.symbolic.FUNCTION_TABLE`. Each generated kernel is
@@ -32,8 +32,8 @@ from torch import Tensor
 
 from netadv import symbolic
 from netadv.activations.kernel import AdversarialKernel, compute_dtype, saturate
+from netadv.functional.autograd import run_adversarial
 from netadv.fused import Pointwise
-from netadv.layers.adversarial import run_adversarial
 
 log = logging.getLogger("netadv")
 
@@ -230,37 +230,6 @@ class LiftedKernel:
 
     def __deepcopy__(self, memo):  # immutable math, shared like a function
         return self
-
-
-class LiftedFunction(torch.autograd.Function):
-    """``F`` of the stacked pre-activation ``z[A, k, B]`` (and the SA penalty); saves only z.
-    ``kernel`` is a :class:`~netadv.functional.codegen.LiftedKernel`."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor, kernel, backend: str | None, *tables):
-        ctx.save_for_backward(z)
-        ctx.kernel, ctx.backend, ctx.tables = kernel, backend, tables
-        ctx.set_materialize_grads(False)
-        return kernel.forward(z, *tables, backend=backend)
-
-    @staticmethod
-    def backward(ctx, g: Tensor | None, gp: Tensor | None = None):
-        (z,) = ctx.saved_tensors
-        kernel, backend, tables = ctx.kernel, ctx.backend, ctx.tables
-        none = (None,) * (2 + len(tables))
-        if g is None and gp is None:
-            return (None, *none)
-        if g is None:
-            g = z.new_zeros(z.shape[0], z.shape[2])
-        eager = torch.is_grad_enabled()  # double backward: differentiable eager ops
-        if gp is None or not kernel.penalised:
-            fn = kernel.backward
-            args = (z, g, *tables)
-        else:
-            fn = kernel.backward_penalty
-            args = (z, g, gp, *tables)
-        gz = fn.fn(*args) if eager else fn(*args, backend=backend)
-        return (gz, *none)
 
 
 def build(
