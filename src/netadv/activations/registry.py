@@ -81,11 +81,10 @@ def _no_params(module: nn.Module) -> dict:
 
 def _module_params(row: ActivationRow, module: nn.Module) -> dict:
     """A built-in module's parameters from its attributes; ``_name`` names a variant."""
-    values = {p.name: getattr(module, p.name) for p in row.params if hasattr(module, p.name)}
     for attribute, value, variant in row.variants:
         if getattr(module, attribute, None) == value:
             return {"_name": variant}
-    return values
+    return {p.name: getattr(module, p.name) for p in row.params if hasattr(module, p.name)}
 
 
 def add(row: ActivationRow) -> None:

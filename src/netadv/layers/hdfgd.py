@@ -309,9 +309,10 @@ def _check_options(producer, norm, consumer, init: str, match_params: bool, pena
         raise ConfigError(f"penalty_weight must be >= 0, got {penalty_weight}")
 
 
-def _wide_layers(producer, norm, consumer, k: int, width: int, init: str, match_params: bool):
-    """The k-wide producer and norm (unit-major; with copy init every term starts as the
-    original) and the consumer reading ``width`` units."""
+def _wide_layers(producer, norm, consumer, k: int, init: str, match_params: bool):
+    """(width, the k-wide producer and norm, the consumer reading ``width`` units): unit-major;
+    with copy init every term starts as the original."""
+    width = matched_width(producer, norm, consumer, k) if match_params else _out_width(producer)
     copy_init = init == "copy"
     wide = _like(producer, out_width=k * width, init=not copy_init)
     if copy_init:
@@ -324,7 +325,15 @@ def _wide_layers(producer, norm, consumer, k: int, width: int, init: str, match_
     new_consumer = None
     if consumer is not None:
         new_consumer = _like(consumer, in_width=width) if match_params else copy.deepcopy(consumer)
-    return wide, wide_norm, new_consumer
+    return width, wide, wide_norm, new_consumer
+
+
+def _in_modes_of(block: HDFGD, producer: nn.Module, norm: nn.Module | None) -> HDFGD:
+    """The block in its producer's train/eval mode, its norm in the original norm's."""
+    block.train(producer.training)
+    if norm is not None:
+        block.norm.train(norm.training)
+    return block
 
 
 def hdfgd(
@@ -345,8 +354,7 @@ def hdfgd(
 
     Args:
         producer: nn.Linear or nn.Conv1d/2d/3d feeding the activation.
-        activation: anything :func:`netadv.decompose` accepts ("gelu", nn.SiLU(), a sympy
-            expression...).
+        activation: anything :func:`netadv.decompose` accepts ("gelu", nn.SiLU(), sympy...).
         norm: optional BatchNorm/LayerNorm/GroupNorm between producer and activation; it then
             normalises all k*width channels.
         consumer: optional layer reading the activation's output, included in the block.
@@ -360,10 +368,8 @@ def hdfgd(
     """
     _check_options(producer, norm, consumer, init, match_params, penalty_weight)
     decomposition = decompose(activation)
-    k = decomposition.k
-    width = matched_width(producer, norm, consumer, k) if match_params else _out_width(producer)
-    wide, wide_norm, new_consumer = _wide_layers(
-        producer, norm, consumer, k, width, init, match_params
+    width, wide, wide_norm, new_consumer = _wide_layers(
+        producer, norm, consumer, decomposition.k, init, match_params
     )
     sa_expr, modules = (None, None)
     if adversarial:
@@ -378,10 +384,7 @@ def hdfgd(
         penalty_weight=penalty_weight,
         width=width,
     )
-    block.train(producer.training)
-    if wide_norm is not None:
-        wide_norm.train(norm.training)
-    return block
+    return _in_modes_of(block, producer, norm)
 
 
 def penalty(model: nn.Module) -> Tensor:
