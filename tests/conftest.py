@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from scipy.special import expit
 from torch import nn
 
+from netadv.activations import registry
+
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
 
@@ -162,19 +164,13 @@ def outside_points(lo: float, hi: float, kinks=()) -> list[float]:
 @pytest.fixture
 def restore_registry():
     """Undo register_activation's changes to the global registries after a test."""
-    import importlib
-
-    from netadv.activations import registry
-
-    dec = importlib.import_module("netadv.decompose")  # netadv.decompose is also a function
-
-    saved_acts = dict(registry._REGISTRY)
-    saved_decs = dict(dec._DECOMPOSITIONS)
+    saved_acts = dict(registry._ROWS)
+    saved_decs = dict(registry._DECOMPOSITIONS)
     yield
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(saved_acts)
-    dec._DECOMPOSITIONS.clear()
-    dec._DECOMPOSITIONS.update(saved_decs)
+    registry._ROWS.clear()
+    registry._ROWS.update(saved_acts)
+    registry._DECOMPOSITIONS.clear()
+    registry._DECOMPOSITIONS.update(saved_decs)
 
 
 @pytest.fixture(autouse=True)

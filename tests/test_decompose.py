@@ -12,6 +12,7 @@ from torch import nn
 
 import netadv
 from netadv.layers.adversarial import Adversarial
+from netadv.layers.hdfgd import sa_terms
 from netadv.symbolic import sigmoid as sym_sigmoid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -139,7 +140,7 @@ SA_FORMS = {
 
 @pytest.mark.parametrize("name", sorted(SA_FORMS))
 def test_split_adversarial_forms(name):
-    expr, modules = netadv.decompose(name).split_adversarial()
+    expr, modules = sa_terms(netadv.decompose(name))
     want_expr, want_modules = SA_FORMS[name]
     assert str(expr) == want_expr
     assert {n: m.spec.name for n, m in modules.items()} == want_modules
@@ -147,7 +148,7 @@ def test_split_adversarial_forms(name):
 
 
 def test_split_adversarial_gelu_tanh_replaces_the_tanh():
-    expr, modules = netadv.decompose("gelu_tanh").split_adversarial(anchor="zero", max_gain=50)
+    expr, modules = sa_terms(netadv.decompose("gelu_tanh"), anchor="zero", max_gain=50)
     assert "A_tanh(" in str(expr) and "tanh(" not in str(expr).replace("A_tanh(", "")
     (m,) = modules.values()
     assert m.anchor == "zero" and m.max_gain == 50.0
@@ -183,5 +184,5 @@ def test_register_activation_with_one_symbol_decomposition(restore_registry):
     netadv.register_activation("xatan", X * sympy.atan(X), decomposition=X * sympy.atan(X))
     d = netadv.decompose("xatan")
     assert d.k == 2 and d.terms == ("x_1", "atan(x_2)")
-    expr, modules = d.split_adversarial()
+    expr, modules = sa_terms(d)
     assert str(expr) == "x_1*A_atan(x_2)" and modules["A_atan"].spec.name == "arctan"

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import sympy
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,8 +44,8 @@ def _reset(*kernels):
 
 def _pointwise_of(m):
     if isinstance(m, Adversarial):
-        return [m._kernel.forward, m._kernel.backward]
-    lk = m._lifted
+        return [m.kernel.forward, m.kernel.backward]
+    lk = m.form.kernel
     return [p for p in (lk.forward, lk.backward, lk.backward_penalty) if p is not None]
 
 
@@ -69,7 +70,7 @@ def test_auto_keeps_small_tensors_eager(fresh_fused):
     _reset(*_pointwise_of(m))
     x = torch.randn(fused.AUTO_MIN_NUMEL - 1, requires_grad=True)
     m(x).sum().backward()
-    assert m._kernel.forward.last == "eager" and m._kernel.backward.last == "eager"
+    assert m.kernel.forward.last == "eager" and m.kernel.backward.last == "eager"
     assert "backend=auto(global)->eager" in repr(m)
 
 
@@ -81,10 +82,10 @@ def test_auto_compiles_large_tensors_where_a_compiler_exists(fresh_fused, monkey
     x = torch.randn(64)
     monkeypatch.setattr(fused, "compiler_available", lambda device: False)
     m(x)
-    assert m._kernel.forward.last == "eager"
+    assert m.kernel.forward.last == "eager"
     monkeypatch.setattr(fused, "compiler_available", lambda device: True)
     y = m(x)
-    assert m._kernel.forward.last == "compile"
+    assert m.kernel.forward.last == "compile"
     with fused.use_backend("eager"):
         torch.testing.assert_close(y, m(x), rtol=0, atol=0)
 
@@ -95,7 +96,7 @@ def test_module_backend_overrides_the_global_one(fresh_fused):
     _reset(*_pointwise_of(m))
     m.backend = "eager"
     m(torch.randn(10))
-    assert m._kernel.forward.last == "eager"
+    assert m.kernel.forward.last == "eager"
     assert "backend=eager->eager" in repr(m)
 
 
@@ -110,7 +111,7 @@ def test_compile_without_a_compiler_warns_once_and_runs_eager(fresh_fused, monke
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         m(x)  # once only
-    assert m._kernel.forward.last == "eager"
+    assert m.kernel.forward.last == "eager"
     with fused.use_backend("eager"):
         torch.testing.assert_close(y, m(x))
 
@@ -134,7 +135,7 @@ def test_a_failing_compile_falls_back_to_eager_and_stays_there(fresh_fused, monk
         y = m(x)
     y.sum().backward()  # backward: the device is now marked broken, no second attempt
     assert len(calls) == 1
-    assert m._kernel.forward.failed is not None and "cpu" in fused._broken
+    assert m.kernel.forward.failed is not None and "cpu" in fused._broken
     assert "compile failed" in repr(m)
     ref = netadv.adversarial("tanh")
     with fused.use_backend("eager"):
@@ -143,10 +144,10 @@ def test_a_failing_compile_falls_back_to_eager_and_stays_there(fresh_fused, monk
 
 def test_user_derivative_by_autograd_is_never_compiled(fresh_fused):
     m = netadv.adversarial(lambda x: torch.atan(x) * 1.0)  # no derivative: autograd inside
-    assert not m._kernel.forward.compilable
+    assert not m.kernel.forward.compilable
     netadv.set_backend("compile")
     m(torch.randn(10))
-    assert m._kernel.forward.last == "eager" and "not compilable" in repr(m)
+    assert m.kernel.forward.last == "eager" and "not compilable" in repr(m)
 
 
 # --- the compiled path traces every kernel as one graph, and agrees with eager ---------------
@@ -227,9 +228,9 @@ def test_inductor_compiles_an_adversarial_for_real(fresh_fused, monkeypatch):
 @pytest.mark.parametrize("sa", [False, True], ids=["hdfgd", "sa"])
 def test_fused_block_equals_the_closure_path(act, sa):
     block = netadv.hdfgd(nn.Linear(5, 7), act, consumer=nn.Linear(7, 2), adversarial=sa)
-    assert block._lifted is not None
+    assert block.form.kernel is not None
     closure = copy.deepcopy(block)
-    closure._lifted = None
+    closure.form.kernel = None
     assert "closure" in repr(closure) and "fused" in repr(block)
     x = (2 * torch.randn(4, 3, 5)).requires_grad_(True)
     outs = []
@@ -305,20 +306,18 @@ def test_half_precision_lifted_kernel_computes_in_float32():
 
 def test_shared_kernels_compile_once_per_model():
     a, b = netadv.adversarial("sigmoid"), netadv.adversarial("sigmoid")
-    assert a._kernel is b._kernel
-    assert netadv.adversarial("sigmoid", max_gain=30)._kernel is not a._kernel
+    assert a.kernel is b.kernel
+    assert netadv.adversarial("sigmoid", max_gain=30).kernel is not a.kernel
     s1 = netadv.hdfgd(nn.Linear(3, 4), "gelu", adversarial=True)
     s2 = netadv.hdfgd(nn.Linear(5, 6), "gelu", adversarial=True)
-    assert s1._lifted is s2._lifted
-    assert copy.deepcopy(s1)._lifted is s1._lifted
+    assert s1.form.kernel is s2.form.kernel
+    assert copy.deepcopy(s1).form.kernel is s1.form.kernel
 
 
 def test_user_decomposition_gets_a_generated_kernel():
-    import sympy
-
     x = sympy.Symbol("x")
     block = netadv.hdfgd(nn.Linear(3, 4), x * sympy.atan(x) + sympy.exp(-x * x))
-    assert block._lifted is not None and block._lifted.k == 3
+    assert block.form.kernel is not None and block.form.kernel.k == 3
     lin = nn.Linear(3, 4)
     block = netadv.hdfgd(lin, x * sympy.atan(x))
     xin = torch.randn(5, 3)

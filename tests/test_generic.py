@@ -13,6 +13,7 @@ from scipy.integrate import quad
 
 import netadv
 from conftest import CASE_IDS, CASES
+from netadv.symbolic import sigmoid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -197,8 +198,6 @@ def test_sympy_cubic_polynomial():
 
 
 def test_sympy_with_real_symbol_and_custom_functions():
-    from netadv.symbolic import sigmoid
-
     xr = sympy.Symbol("x", real=True)
     m = netadv.adversarial(sigmoid(xr), anchor="zero")
     ref = netadv.adversarial("sigmoid", anchor="zero")

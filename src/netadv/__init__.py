@@ -1,10 +1,12 @@
 """netadv: network adversarial activations and HD-FGD (arXiv 2405.03712) for PyTorch."""
 
+from netadv import functional
 from netadv.activations.catalog import list_activations, register_activation
+from netadv.activations.kernel import stable_interval
 from netadv.decompose import Decomposition, decompose
 from netadv.errors import ConfigError, NoAdversarialError
 from netadv.fused import get_backend, set_backend
-from netadv.layers.adversarial import Adversarial, adversarial, stable_interval
+from netadv.layers.adversarial import Adversarial, adversarial
 from netadv.layers.hdfgd import HDFGD, hdfgd, penalty
 from netadv.rewrite import RewritePlan, plan, rewrite
 
@@ -17,6 +19,7 @@ __all__ = [
     "RewritePlan",
     "adversarial",
     "decompose",
+    "functional",
     "get_backend",
     "hdfgd",
     "list_activations",

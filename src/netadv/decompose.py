@@ -2,8 +2,9 @@
 
 An activation whose expression uses its input k times, ``f(x) = E(x, ..., x)``, is lifted to
 ``F(x_1, ..., x_k) = E(x_1, ..., x_k)`` with ``F(x, ..., x) = f(x)``. Decompositions are sympy
-expressions in ``x_1 .. x_k``, compiled once to tensor code. The split adversarial (SA) form
-replaces each term function by its adversarial and keeps the combination rules.
+expressions in ``x_1 .. x_k`` (the built-in ones are rows of
+:mod:`netadv.activations.builtins`), compiled once to tensor code. The split adversarial (SA)
+form replaces each term function by its adversarial and keeps the combination rules.
 """
 
 from __future__ import annotations
@@ -13,16 +14,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import sympy
-from torch import Tensor, nn
+from torch import Tensor
 
 from netadv import symbolic
-from netadv.activations.registry import ActivationSpec, resolve
+from netadv.activations import registry
+from netadv.activations.kernel import build_kernel
+from netadv.activations.registry import (
+    ActivationSpec,
+    decomposition_names,
+    register_decomposition,
+    resolve,
+)
+from netadv.defaults import ANCHOR, MAX_GAIN
 from netadv.errors import ConfigError, NoAdversarialError
-from netadv.symbolic import Phi, sigmoid, softplus
+from netadv.symbolic import number_occurrences
 
-
-def lifted_symbols(k: int) -> tuple[sympy.Symbol, ...]:
-    return tuple(sympy.Symbol(f"x_{i}", real=True) for i in range(1, k + 1))
+__all__ = ["Decomposition", "decompose", "decomposition_names", "register_decomposition"]
 
 
 @dataclass(frozen=True)
@@ -63,123 +70,67 @@ class Decomposition:
         return f"{self.name}: {self.expr} (k={self.k})"
 
     def split_adversarial(
-        self, *, anchor: str = "f0", max_gain: float = 25.0
-    ) -> tuple[sympy.Expr, dict[str, nn.Module]]:
+        self, *, anchor: str = ANCHOR, max_gain: float = MAX_GAIN
+    ) -> tuple[sympy.Expr, dict[str, ActivationSpec]]:
         """The SA form: each term function ``t`` (a maximal chain of one-argument functions)
-        becomes ``A_t``; returns the expression (with functions named ``A_...``) and the
-        adversarial modules by name. A chain with no adversarial stays as it is."""
-        from netadv.layers.adversarial import Adversarial
-
-        modules: dict[str, nn.Module] = {}
-        t = _T
+        becomes ``A_t``. Returns the expression, with functions named ``A_...``, and by name
+        the activation each ``A_...`` is the adversarial of (its kernel is
+        ``build_kernel(spec, anchor=anchor, max_gain=max_gain)``, already built and cached
+        here). A chain with no adversarial stays as it is."""
+        terms: dict[str, ActivationSpec] = {}
 
         def walk(e: sympy.Basic) -> sympy.Basic:
             if isinstance(e, sympy.Function) and len(e.args) == 1:
-                chain, arg = [], e
-                while isinstance(arg, sympy.Function) and len(arg.args) == 1:
-                    chain.append(arg.func)
-                    arg = arg.args[0]
-                g = t
-                for fn in reversed(chain):
-                    g = fn(g)
-                spec = _chain_spec(chain, g, t)
+                chain, arg = _chain(e)
+                spec = _chain_spec(chain)
                 try:
-                    module = Adversarial(spec, anchor=anchor, max_gain=max_gain)
+                    build_kernel(spec, anchor=anchor, max_gain=max_gain)
                 except NoAdversarialError:
                     return e.func(walk(e.args[0]))
                 name = "A_" + "_".join(fn.__name__ for fn in chain)
-                modules.setdefault(name, module)
+                terms.setdefault(name, spec)
                 return sympy.Function(name)(walk(arg))
             if not e.args:
                 return e
             return e.func(*[walk(a) for a in e.args])
 
         expr = walk(self.expr)
-        if not modules:
+        if not terms:
             raise ConfigError(
                 f"no term of {self.name} ({self.expr}) has an adversarial function, so its SA "
                 f"form equals HD-FGD; use adversarial=False"
             )
-        return expr, modules
+        return expr, terms
 
 
 #: The variable of a term function (one object, so per-chain caches hit).
 _T = sympy.Dummy("t", real=True)
 
-_SYMPY_TO_REGISTRY = {
-    "exp": "exp",
-    "tanh": "tanh",
-    "erf": "erf",
-    "atan": "arctan",
-    "Phi": "normal_cdf",
-    "sigmoid": "sigmoid",
-    "softplus": "softplus",
-}
+
+def _chain(e: sympy.Basic) -> tuple[tuple, sympy.Basic]:
+    """The maximal chain of one-argument functions at ``e`` (outermost first), and its
+    argument."""
+    chain, arg = [], e
+    while isinstance(arg, sympy.Function) and len(arg.args) == 1:
+        chain.append(arg.func)
+        arg = arg.args[0]
+    return tuple(chain), arg
 
 
-def _chain_spec(chain: list, g: sympy.Expr, t: sympy.Symbol) -> ActivationSpec:
-    if len(chain) == 1 and chain[0].__name__ in _SYMPY_TO_REGISTRY:
-        return resolve(_SYMPY_TO_REGISTRY[chain[0].__name__])
-    return _composite_spec(tuple(chain), g, t)
+def _chain_spec(chain: tuple) -> ActivationSpec:
+    name = registry.sympy_activation(chain[0].__name__) if len(chain) == 1 else None
+    return resolve(name) if name is not None else _composite_spec(chain)
 
 
 @functools.lru_cache(maxsize=128)
-def _composite_spec(chain: tuple, g: sympy.Expr, t: sympy.Symbol) -> ActivationSpec:
+def _composite_spec(chain: tuple) -> ActivationSpec:
     """One spec object per chain, so its stable interval is computed once per process."""
+    g = _T
+    for fn in reversed(chain):
+        g = fn(g)
     name = "_".join(fn.__name__ for fn in chain)
     # no sympy integrate here (expr=None): composite chains rarely have one, and it can be slow
-    return ActivationSpec(name, symbolic.unary(g, t), symbolic.unary(sympy.diff(g, t), t))
-
-
-def _builtin_decompositions() -> dict[str, sympy.Expr]:
-    x1, x2, x3, x4 = lifted_symbols(4)
-    return {
-        "gelu": x1 * Phi(x2),
-        "silu": x1 * sigmoid(x2),
-        "mish": x1 * sympy.tanh(softplus(x2)),
-        "quick_gelu": x1 * sigmoid(sympy.Float(1.702) * x2),
-        "gelu_tanh": x1
-        / 2
-        * (1 + sympy.tanh(sympy.sqrt(2 / sympy.pi) * (x2 + sympy.Float(0.044715) * x3**3))),
-        "tanh": (sympy.exp(x1) - sympy.exp(-x2)) / (sympy.exp(x3) + sympy.exp(-x4)),
-    }
-
-
-_DECOMPOSITIONS: dict[str, sympy.Expr] = _builtin_decompositions()
-
-
-def number_occurrences(expr: sympy.Expr) -> sympy.Expr:
-    """Lift a one-symbol expression: its i-th occurrence of the symbol becomes ``x_i``."""
-    x = symbolic.only_symbol(expr)
-    count = 0
-
-    def walk(e):
-        nonlocal count
-        if e == x:
-            count += 1
-            return sympy.Symbol(f"x_{count}", real=True)
-        if not e.args:
-            return e
-        return e.func(*[walk(a) for a in e.args])
-
-    return walk(expr)
-
-
-def register_decomposition(name: str, decomposition: Any) -> None:
-    """Register a decomposition under ``name``: a :class:`Decomposition`, a sympy expression in
-    ``x_1 .. x_k`` (symbols named that way), or a one-symbol expression to lift automatically."""
-    if isinstance(decomposition, Decomposition):
-        expr = decomposition.expr
-    else:
-        expr = symbolic.parse(decomposition) if isinstance(decomposition, str) else decomposition
-        if not all(str(s).startswith("x_") for s in expr.free_symbols):
-            expr = number_occurrences(expr)
-        expr = expr.subs({s: sympy.Symbol(str(s), real=True) for s in expr.free_symbols})
-    _DECOMPOSITIONS[name.lower()] = expr
-
-
-def decomposition_names() -> list[str]:
-    return sorted(_DECOMPOSITIONS)
+    return ActivationSpec(name, symbolic.unary(g, _T), symbolic.unary(sympy.diff(g, _T), _T))
 
 
 def decompose(f: Any) -> Decomposition:
@@ -191,18 +142,19 @@ def decompose(f: Any) -> Decomposition:
     if isinstance(f, sympy.Basic) or isinstance(f, str) and not _is_name(f):
         expr = symbolic.parse(f) if isinstance(f, str) else f
         return Decomposition(str(expr), number_occurrences(expr))
-    if isinstance(f, str) and f.lower() in _DECOMPOSITIONS:
-        return Decomposition(f.lower(), _DECOMPOSITIONS[f.lower()])
+    if isinstance(f, str) and registry.decomposition_expr(f) is not None:
+        return Decomposition(f.lower(), registry.decomposition_expr(f))
     spec = resolve(f)
     if spec.expr is not None:
         return Decomposition(spec.name, number_occurrences(spec.expr))
-    if spec.decomposition is None or spec.decomposition not in _DECOMPOSITIONS:
+    expr = registry.decomposition_expr(spec.decomposition) if spec.decomposition else None
+    if expr is None:
         raise ValueError(
             f"{spec.title} has no HD-FGD decomposition; registered: "
             f"{', '.join(decomposition_names())} (pass a sympy expression, or register one with "
             f"netadv.register_activation(name, f, decomposition=...))"
         )
-    return Decomposition(spec.decomposition, _DECOMPOSITIONS[spec.decomposition])
+    return Decomposition(spec.decomposition, expr)
 
 
 def _is_name(text: str) -> bool:

@@ -9,18 +9,20 @@ from typing import Any
 import torch
 
 from netadv.activations.registry import resolve
+from netadv.defaults import ANCHOR, MAX_GAIN
 from netadv.errors import NoAdversarialError
+from netadv.layers.adversarial import Adversarial
 
 
-def plot_pair(f: Any, output: str | Path, *, max_gain: float = 25.0, anchor: str = "f0") -> Path:
+def plot_pair(
+    f: Any, output: str | Path, *, max_gain: float = MAX_GAIN, anchor: str = ANCHOR
+) -> Path:
     """Plot f and A_f (left), f' and A_f' = 1/f' (right), the stable interval shaded. For an f
     with no adversarial, plot f and f' and say why in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from netadv.layers.adversarial import Adversarial
 
     spec = resolve(f)
     try:

@@ -9,15 +9,14 @@ from typing import Any
 from torch import Tensor
 
 from netadv.activations import registry
+from netadv.activations.kernel import stable_interval
+from netadv.defaults import MAX_GAIN
 from netadv.errors import NoAdversarialError
 
 
-def list_activations(max_gain: float = 25.0) -> list[dict[str, Any]]:
+def list_activations(max_gain: float = MAX_GAIN) -> list[dict[str, Any]]:
     """One row per registered activation: name, whether A_f has a closed form, the stable
     interval (None when f has no adversarial, with the reason), and the HD-FGD decomposition."""
-    from netadv.decompose import decompose
-    from netadv.layers.adversarial import stable_interval
-
     rows = []
     for name in registry.names():
         spec = registry.by_name(name)
@@ -29,11 +28,8 @@ def list_activations(max_gain: float = 25.0) -> list[dict[str, Any]]:
             row["stable_interval"] = None
             row["no_adversarial"] = str(e).split(", so ")[0]
             row["closed_form"] = False
-        if spec.decomposition:
-            d = decompose(spec.decomposition)
-            row["decomposition"] = f"{d.expr} (k={d.k})"
-        else:
-            row["decomposition"] = None
+        expr = registry.decomposition_expr(spec.decomposition) if spec.decomposition else None
+        row["decomposition"] = f"{expr} (k={len(expr.free_symbols)})" if expr is not None else None
         rows.append(row)
     return rows
 

@@ -6,23 +6,26 @@ the stable interval, so they never see an argument where they overflow. Formulas
 measurement (docs/PERFORMANCE.md): on CPU, ``sinh``/``cosh`` are not vectorised (about 70x slower
 than ``exp``) and ``exp`` itself runs about 3x slower than ``exp2``, so every exponential here is
 ``exp2(x * log2(e))``; ``erfi`` is a Horner polynomial only as long as the dtype needs.
+
+Besides the built-in forms: :func:`given`, a user's closed form, and :func:`by_sympy`, the
+closed form sympy integrates for an activation given as an expression (when it finds one).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import sympy
 import torch
 from torch import Tensor
 
-LOG2E = 1.0 / math.log(2.0)
-
-
-def _exp(x: Tensor) -> Tensor:
-    """``e^x`` through the vectorised ``exp2``."""
-    return torch.exp2(x * LOG2E)
+from netadv import symbolic
+from netadv.symbolic import fast_exp
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,11 @@ def identity() -> ClosedForm:
 def sigmoid() -> ClosedForm:
     # 1/s'(x) = 2 + e^x + e^-x;  A(x) = 2x + 2 sinh(x)
     def value(x):
-        e = _exp(x)
+        e = fast_exp(x)
         return torch.add(e - torch.reciprocal(e), x, alpha=2)
 
     def inv_slope(x):
-        e = _exp(x)
+        e = fast_exp(x)
         return (e + torch.reciprocal(e)) + 2
 
     return ClosedForm(value, inv_slope, key=("sigmoid",))
@@ -90,11 +93,11 @@ def sigmoid() -> ClosedForm:
 def tanh() -> ClosedForm:
     # 1/sech^2(x) = cosh^2(x);  A(x) = x/2 + sinh(2x)/4
     def value(x):
-        e = _exp(2 * x)
+        e = fast_exp(2 * x)
         return torch.add(x * 0.5, e - torch.reciprocal(e), alpha=1 / 8)
 
     def inv_slope(x):
-        e = _exp(2 * x)
+        e = fast_exp(2 * x)
         return (e + torch.reciprocal(e) + 2) * 0.25
 
     return ClosedForm(value, inv_slope, key=("tanh",))
@@ -116,7 +119,7 @@ def erf(x_max: float) -> ClosedForm:
     erfi_ = _erfi_by_dtype(x_max)
     return ClosedForm(
         lambda x: (math.pi / 4) * erfi_(x),
-        lambda x: (math.sqrt(math.pi) / 2) * _exp(x * x),
+        lambda x: (math.sqrt(math.pi) / 2) * fast_exp(x * x),
         key=("erf", x_max),
     )
 
@@ -125,7 +128,7 @@ def normal_cdf(x_max: float) -> ClosedForm:
     erfi_ = _erfi_by_dtype(x_max / math.sqrt(2))
     return ClosedForm(
         lambda x: math.pi * erfi_(x * (1 / math.sqrt(2))),
-        lambda x: math.sqrt(2 * math.pi) * _exp(x * x / 2),
+        lambda x: math.sqrt(2 * math.pi) * fast_exp(x * x / 2),
         key=("normal_cdf", x_max),
     )
 
@@ -133,14 +136,14 @@ def normal_cdf(x_max: float) -> ClosedForm:
 def softplus(beta: float = 1.0) -> ClosedForm:
     # f' = sigmoid(beta x);  1/f' = 1 + e^(-beta x);  A(x) = x + (1 - e^(-beta x)) / beta
     return ClosedForm(
-        lambda x: x + (1 - _exp(-beta * x)) / beta,
-        lambda x: 1 + _exp(-beta * x),
+        lambda x: x + (1 - fast_exp(-beta * x)) / beta,
+        lambda x: 1 + fast_exp(-beta * x),
         key=("softplus", beta),
     )
 
 
 def exp() -> ClosedForm:
-    return ClosedForm(lambda x: 1 - _exp(-x), lambda x: _exp(-x), key=("exp",))
+    return ClosedForm(lambda x: 1 - fast_exp(-x), lambda x: fast_exp(-x), key=("exp",))
 
 
 # Piecewise forms select with a 0/1 mask rather than torch.where, measured 10x slower on CPU.
@@ -151,11 +154,11 @@ def exp() -> ClosedForm:
 def elu(alpha: float = 1.0, scale: float = 1.0) -> ClosedForm:
     # f' = scale (x > 0), scale * alpha * e^x (x <= 0)
     def value(x):
-        return (x.clamp(min=0) + (1 - _exp(-x.clamp(max=0))) / alpha) / scale
+        return (x.clamp(min=0) + (1 - fast_exp(-x.clamp(max=0))) / alpha) / scale
 
     def inv_slope(x):
         m = (x >= 0).to(x.dtype)
-        return (m + (1 - m) * (_exp(-x.clamp(max=0)) / alpha)) / scale
+        return (m + (1 - m) * (fast_exp(-x.clamp(max=0)) / alpha)) / scale
 
     return ClosedForm(value, inv_slope, key=("elu", alpha, scale))
 
@@ -167,3 +170,55 @@ def leaky_relu(negative_slope: float = 0.01) -> ClosedForm:
         lambda x: (1 - 1 / a) * (x >= 0).to(x.dtype) + 1 / a,
         key=("leaky_relu", a),
     )
+
+
+# ---- closed forms that are not built in -----------------------------------------------------
+
+
+def _shifted(value: Callable[[Tensor], Tensor], a0: float, x: Tensor) -> Tensor:
+    return value(x) - a0
+
+
+def _reciprocal(derivative: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    return 1 / derivative(x)
+
+
+def given(value: Callable[[Tensor], Tensor], derivative: Callable, a0: float) -> ClosedForm:
+    """A user's closed form ``value`` of A_f (any anchor; ``a0 = value(0)``), re-anchored to
+    A(0) = 0, with the slopes ``1/derivative``."""
+    return ClosedForm(
+        functools.partial(_shifted, value, a0), functools.partial(_reciprocal, derivative)
+    )
+
+
+def by_sympy(expr: sympy.Expr | None, timeout_s: float = 3.0) -> ClosedForm | None:
+    """``sympy.integrate(1/f')`` for an activation given as a one-symbol expression, or None
+    when there is none that torch can evaluate. Main thread only: it needs a SIGALRM timeout,
+    since integrate can run for minutes."""
+    if expr is None or threading.current_thread() is not threading.main_thread():
+        return None
+    x = symbolic.only_symbol(expr)
+
+    def _timeout(*_):
+        raise TimeoutError
+
+    old = signal.signal(signal.SIGALRM, _timeout)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        inv = sympy.simplify(1 / sympy.diff(expr, x))
+        a = sympy.integrate(inv, x)
+    except Exception:  # TimeoutError, or sympy failing on an exotic expression
+        return None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    # a function the compiler does not know (erfi, Ei...) would only fail when called
+    unknown = {type(f).__name__ for f in a.atoms(sympy.Function)} - set(symbolic.TORCH_FUNCTIONS)
+    if a.has(sympy.Integral) or unknown:
+        return None
+    try:
+        value = symbolic.unary(a - a.subs(x, 0), x)
+        inv_slope = symbolic.unary(inv, x)
+    except ValueError:  # uses a function the torch compiler does not know
+        return None
+    return ClosedForm(value, inv_slope)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -22,16 +23,17 @@ SCAN_EXTENT = 1e4
 Derivative = Callable[[Tensor], Tensor]
 
 
+def slope_by_autograd(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """f'(x) of an element-wise torch callable ``fn``, by autograd."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(fn(x).sum(), x, allow_unused=True)
+    return torch.zeros_like(x) if g is None else g
+
+
 def autograd_derivative(fn: Callable[[Tensor], Tensor]) -> Derivative:
     """f' of an element-wise torch callable, by autograd."""
-
-    def derivative(x: Tensor) -> Tensor:
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(fn(x).sum(), x, allow_unused=True)
-        return torch.zeros_like(x) if g is None else g
-
-    return derivative
+    return functools.partial(slope_by_autograd, fn)
 
 
 def _fmt(x: float) -> str:

@@ -1,7 +1,11 @@
-"""The activation registry: one source of truth from names, modules and callables to specs.
+"""The activation registry: from names, modules and callables to specs.
 
-An :class:`ActivationSpec` is everything netadv knows about one activation ``f``: the function,
-its derivative, a closed-form adversarial when one exists, and the name of its HD-FGD
+The registry holds one :class:`~netadv.activations.builtins.ActivationRow` per activation (the
+built-in table, then a user's registrations) and the lookup tables derived from the rows:
+aliases, torch.nn classes, torch callables, sympy functions and HD-FGD decompositions.
+
+An :class:`ActivationSpec` is one activation with its parameters bound: the function, its
+derivative, a closed-form adversarial when one exists, and the name of its HD-FGD
 decomposition. :func:`resolve` turns anything a user may pass (a name, a torch.nn activation
 instance or class, a torch callable, a sympy expression) into a spec.
 """
@@ -9,19 +13,19 @@ instance or class, a torch callable, a sympy expression) into a spec.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import sympy
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from netadv import symbolic
 from netadv.activations import closed_forms as cf
+from netadv.activations.builtins import BUILTINS, ActivationRow
 from netadv.activations.interval import autograd_derivative
 
 ClosedFormFactory = Callable[[float], cf.ClosedForm]  # argument: max |x| it will be called on
@@ -38,6 +42,9 @@ class ActivationSpec:
     decomposition: str | None = None
     params: tuple[tuple[str, Any], ...] = ()
     expr: sympy.Expr | None = field(default=None, compare=False)  # for sympy-given activations
+
+    def __deepcopy__(self, memo):  # immutable, shared like a function
+        return self
 
     @property
     def key(self) -> tuple:
@@ -56,151 +63,82 @@ class ActivationSpec:
         return float(self.fn(torch.zeros(1, dtype=torch.float64))[0])
 
 
-_REGISTRY: dict[str, Callable[..., ActivationSpec]] = {}
-_ALIASES = {
-    "swish": "silu",
-    "phi": "normal_cdf",
-    "atan": "arctan",
-    "leakyrelu": "leaky_relu",
-    "gelu_new": "gelu_tanh",
-    "linear": "identity",
-}
+# ---- the rows and what is derived from them -------------------------------------------------
+
+_ROWS: dict[str, ActivationRow] = {}
+_ALIASES: dict[str, str] = {}
+# torch.nn classes -> (registry name, how to read the instance's parameters). Extensible through
+# register_module_class (the rewriter adds timm's and transformers' classes the same way).
+_MODULE_CLASSES: dict[type, tuple[str, Callable[[nn.Module], dict]]] = {}
+_TORCH_CALLABLES: dict[Callable, str] = {}
+_SYMPY_FUNCTIONS: dict[str, str] = {}  # sympy function name -> registry name
+_DECOMPOSITIONS: dict[str, sympy.Expr] = {}
 
 
-def _builtin(name: str, decomposition: str | None = None):
-    def register(factory):
-        _REGISTRY[name] = factory
-        factory.decomposition = decomposition
-        return factory
-
-    return register
+def _no_params(module: nn.Module) -> dict:
+    return {}
 
 
-def _phi(x: Tensor) -> Tensor:
-    return 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+def _module_params(row: ActivationRow, module: nn.Module) -> dict:
+    """A built-in module's parameters from its attributes; ``_name`` names a variant."""
+    for attribute, value, variant in row.variants:
+        if getattr(module, attribute, None) == value:
+            return {"_name": variant}
+    return {p.name: getattr(module, p.name) for p in row.params if hasattr(module, p.name)}
 
 
-@_builtin("identity")
-def _identity() -> ActivationSpec:
-    return ActivationSpec("identity", lambda x: x, torch.ones_like, lambda m: cf.identity())
+def add(row: ActivationRow) -> None:
+    """Register ``row`` (replacing one of the same name) and everything derived from it."""
+    _ROWS[row.name] = row
+    _ALIASES.update((alias, row.name) for alias in row.aliases)
+    for cls in row.modules:
+        _MODULE_CLASSES[cls] = (row.name, functools.partial(_module_params, row))
+    _TORCH_CALLABLES.update((c, row.name) for c in row.callables)
+    if row.sympy is not None:
+        _SYMPY_FUNCTIONS[row.sympy.__name__] = row.name
+    if isinstance(row.decomposition, sympy.Basic):
+        _DECOMPOSITIONS[row.name] = row.decomposition
 
 
-@_builtin("sigmoid")
-def _sigmoid() -> ActivationSpec:
-    d = lambda x: torch.sigmoid(x) * torch.sigmoid(-x)
-    return ActivationSpec("sigmoid", torch.sigmoid, d, lambda m: cf.sigmoid())
-
-
-@_builtin("tanh", decomposition="tanh")
-def _tanh() -> ActivationSpec:
-    d = lambda x: 1 / torch.cosh(x) ** 2
-    return ActivationSpec("tanh", torch.tanh, d, lambda m: cf.tanh(), decomposition="tanh")
-
-
-@_builtin("softsign")
-def _softsign() -> ActivationSpec:
-    return ActivationSpec(
-        "softsign", F.softsign, lambda x: 1 / (1 + x.abs()) ** 2, lambda m: cf.softsign()
-    )
-
-
-@_builtin("arctan")
-def _arctan() -> ActivationSpec:
-    return ActivationSpec("arctan", torch.atan, lambda x: 1 / (1 + x * x), lambda m: cf.arctan())
-
-
-@_builtin("erf")
-def _erf() -> ActivationSpec:
-    d = lambda x: 2 / math.sqrt(math.pi) * torch.exp(-x * x)
-    return ActivationSpec("erf", torch.erf, d, cf.erf)
-
-
-@_builtin("normal_cdf")
-def _normal_cdf() -> ActivationSpec:
-    d = lambda x: torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
-    return ActivationSpec("normal_cdf", _phi, d, cf.normal_cdf)
-
-
-@_builtin("exp")
-def _exp() -> ActivationSpec:
-    return ActivationSpec("exp", torch.exp, torch.exp, lambda m: cf.exp())
-
-
-@_builtin("softplus")
-def _softplus(beta: float = 1.0) -> ActivationSpec:
-    return ActivationSpec(
-        "softplus",
-        lambda x: F.softplus(x, beta=beta),
-        lambda x: torch.sigmoid(beta * x),
-        lambda m: cf.softplus(beta),
-        params=(("beta", float(beta)),) if beta != 1.0 else (),
-    )
-
-
-def _elu_like(name: str, alpha: float, scale: float, params) -> ActivationSpec:
-    fn = lambda x: scale * F.elu(x, alpha=alpha)
-    d = lambda x: scale * torch.where(x >= 0, torch.ones_like(x), alpha * torch.exp(x))
-    return ActivationSpec(name, fn, d, lambda m: cf.elu(alpha, scale), params=params)
-
-
-@_builtin("elu")
-def _elu(alpha: float = 1.0) -> ActivationSpec:
-    return _elu_like("elu", float(alpha), 1.0, (("alpha", float(alpha)),) if alpha != 1 else ())
-
-
-@_builtin("selu")
-def _selu() -> ActivationSpec:
-    return _elu_like("selu", 1.6732632423543772, 1.0507009873554805, ())
-
-
-@_builtin("leaky_relu")
-def _leaky_relu(negative_slope: float = 0.01) -> ActivationSpec:
-    a = float(negative_slope)
-    d = lambda x: torch.where(x >= 0, torch.ones_like(x), torch.full_like(x, a))
-    return ActivationSpec(
-        "leaky_relu",
-        lambda x: F.leaky_relu(x, a),
-        d,
-        lambda m: cf.leaky_relu(a),
-        params=(("negative_slope", a),),
-    )
-
-
-# Activations with no global adversarial: registered for recognition and decomposition.
-@_builtin("relu")
-def _relu() -> ActivationSpec:
-    return ActivationSpec("relu", torch.relu, lambda x: (x > 0).to(x.dtype))
-
-
-@_builtin("gelu", decomposition="gelu")
-def _gelu() -> ActivationSpec:
-    return ActivationSpec("gelu", F.gelu, decomposition="gelu")
-
-
-@_builtin("gelu_tanh", decomposition="gelu_tanh")
-def _gelu_tanh() -> ActivationSpec:
-    fn = lambda x: F.gelu(x, approximate="tanh")
-    return ActivationSpec("gelu_tanh", fn, decomposition="gelu_tanh")
-
-
-@_builtin("silu", decomposition="silu")
-def _silu() -> ActivationSpec:
-    return ActivationSpec("silu", F.silu, decomposition="silu")
-
-
-@_builtin("mish", decomposition="mish")
-def _mish() -> ActivationSpec:
-    return ActivationSpec("mish", F.mish, decomposition="mish")
-
-
-@_builtin("quick_gelu", decomposition="quick_gelu")
-def _quick_gelu() -> ActivationSpec:
-    fn = lambda x: x * torch.sigmoid(1.702 * x)
-    return ActivationSpec("quick_gelu", fn, decomposition="quick_gelu")
+for _builtin in BUILTINS:
+    add(_builtin)
 
 
 def names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(_ROWS)
+
+
+def sympy_activation(function_name: str) -> str | None:
+    """The registered activation a sympy function (by name) computes, if any."""
+    return _SYMPY_FUNCTIONS.get(function_name)
+
+
+# ---- decompositions -------------------------------------------------------------------------
+
+
+def register_decomposition(name: str, decomposition: Any) -> None:
+    """Register a decomposition under ``name``: a :class:`~netadv.Decomposition`, a sympy
+    expression in ``x_1 .. x_k`` (symbols named that way), or a one-symbol expression to lift
+    automatically."""
+    _DECOMPOSITIONS[name.lower()] = _decomposition_expr(decomposition)
+
+
+def _decomposition_expr(decomposition: Any) -> sympy.Expr:
+    if isinstance(decomposition, str | sympy.Basic):
+        return symbolic.lifted_expr(decomposition)
+    return decomposition.expr  # a netadv.Decomposition
+
+
+def decomposition_expr(name: str) -> sympy.Expr | None:
+    """The registered decomposition ``F(x_1..x_k)`` called ``name`` (None if there is none)."""
+    return _DECOMPOSITIONS.get(name.lower())
+
+
+def decomposition_names() -> list[str]:
+    return sorted(_DECOMPOSITIONS)
+
+
+# ---- names -> specs -------------------------------------------------------------------------
 
 
 def _unknown(name: str) -> ValueError:
@@ -210,94 +148,106 @@ def _unknown(name: str) -> ValueError:
     )
 
 
+def _row_named(name: str) -> ActivationRow | None:
+    key = name.lower().replace("-", "_")
+    return _ROWS.get(_ALIASES.get(key, key))
+
+
 def _parse_call(text: str) -> tuple[str, dict[str, Any]]:
     """``"leaky_relu(0.1)"`` / ``"elu(alpha=0.5)"`` -> name and keyword parameters."""
     try:
         call = ast.parse(text.strip(), mode="eval").body
         if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
             raise ValueError
-        factory = _REGISTRY[_ALIASES.get(call.func.id.lower(), call.func.id.lower())]
-        names = list(inspect.signature(factory).parameters)
-        params = {names[i]: ast.literal_eval(a) for i, a in enumerate(call.args)}
+        row = _ROWS[_ALIASES.get(call.func.id.lower(), call.func.id.lower())]
+        params = {row.params[i].name: ast.literal_eval(a) for i, a in enumerate(call.args)}
         params.update({k.arg: ast.literal_eval(k.value) for k in call.keywords})
         return call.func.id, params
     except (SyntaxError, ValueError, KeyError, IndexError):
         raise _unknown(text) from None
 
 
+def _bind(row: ActivationRow, params: Mapping[str, Any]) -> dict[str, float]:
+    """Every parameter of ``row``: the given ones (as floats), else the defaults."""
+    values = row.defaults()
+    for k, v in params.items():
+        if k not in values:
+            raise TypeError(f"{row.name}() got an unexpected keyword argument {k!r}")
+        values[k] = float(v)
+    return values
+
+
 def by_name(name: str, **params) -> ActivationSpec:
     if "(" in name:
         name, parsed = _parse_call(name)
         params = {**parsed, **params}
-    key = name.lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in _REGISTRY:
+    row = _row_named(name)
+    if row is None:
         raise _unknown(name)
-    factory = _REGISTRY[key]
     try:
-        memo = (factory, tuple(sorted(params.items())))
-        hash(memo)
-    except TypeError:
-        memo = None
-    if memo is not None and memo in _SPECS:
-        return _SPECS[memo]
-    try:
-        spec = factory(**params)
-    except TypeError as e:
+        values = _bind(row, params)
+    except (TypeError, ValueError) as e:
         raise ValueError(f"bad parameters for activation {name!r}: {e}") from None
-    if memo is not None:
-        _SPECS[memo] = spec
-    return spec
+    memo = (row, tuple(values.items()))
+    if memo not in _SPECS:
+        _SPECS[memo] = _spec(row, values)
+    return _SPECS[memo]
 
 
-#: Specs already made, by (factory, parameters): the same activation resolves to the same spec
-#: object, so what is cached per spec (stable interval, shared kernels) is computed once.
-#: Keyed by the factory, so a name re-registered (or a registry restored) never hits stale specs.
+#: Specs already made, by (row, parameters): the same activation resolves to the same spec
+#: object, so what is cached per spec (stable interval, kernels) is computed once. Keyed by the
+#: row object, so a name re-registered (or a registry restored) never hits stale specs.
 _SPECS: dict[tuple, ActivationSpec] = {}
 
 
-# torch.nn classes -> (registry name, how to read the instance's parameters). Extensible through
-# register_module_class (the rewriter adds timm's and transformers' classes the same way).
-_MODULE_CLASSES: dict[type, tuple[str, Callable[[nn.Module], dict]]] = {
-    nn.Identity: ("identity", lambda m: {}),
-    nn.Sigmoid: ("sigmoid", lambda m: {}),
-    nn.Tanh: ("tanh", lambda m: {}),
-    nn.Softsign: ("softsign", lambda m: {}),
-    nn.Softplus: ("softplus", lambda m: {"beta": m.beta}),
-    nn.ELU: ("elu", lambda m: {"alpha": m.alpha}),
-    nn.SELU: ("selu", lambda m: {}),
-    nn.LeakyReLU: ("leaky_relu", lambda m: {"negative_slope": m.negative_slope}),
-    nn.ReLU: ("relu", lambda m: {}),
-    nn.GELU: ("gelu", lambda m: {} if m.approximate == "none" else {"_name": "gelu_tanh"}),
-    nn.SiLU: ("silu", lambda m: {}),
-    nn.Mish: ("mish", lambda m: {}),
-}
+def _closed_form_at(
+    factory: Callable[..., cf.ClosedForm], params: dict, x_max: float
+) -> cf.ClosedForm:
+    if "x_max" in inspect.signature(factory).parameters:
+        return factory(x_max=x_max, **params)
+    return factory(**params)
 
-_TORCH_CALLABLES: dict[Callable, str] = {
-    torch.sigmoid: "sigmoid",
-    F.sigmoid: "sigmoid",
-    torch.tanh: "tanh",
-    F.tanh: "tanh",
-    torch.atan: "arctan",
-    torch.arctan: "arctan",
-    torch.erf: "erf",
-    torch.exp: "exp",
-    F.softsign: "softsign",
-    F.softplus: "softplus",
-    F.elu: "elu",
-    F.selu: "selu",
-    F.leaky_relu: "leaky_relu",
-    torch.relu: "relu",
-    F.relu: "relu",
-    F.gelu: "gelu",
-    F.silu: "silu",
-    F.mish: "mish",
-}
+
+def _bound(fn: Callable | None, values: dict[str, float]) -> Callable | None:
+    return functools.partial(fn, **values) if fn is not None and values else fn
+
+
+def _spec(row: ActivationRow, values: dict[str, float]) -> ActivationSpec:
+    """``row`` with its parameters bound to ``values``."""
+    closed = None
+    if row.closed_form is not None:
+        closed = functools.partial(_closed_form_at, row.closed_form, values)
+    decomposition = row.decomposition
+    if isinstance(decomposition, sympy.Basic):
+        decomposition = row.name
+    return ActivationSpec(
+        row.name,
+        _bound(row.fn, values),
+        _bound(row.derivative, values),
+        closed,
+        decomposition,
+        row.listed(values),
+        expr=row.expr,
+    )
+
+
+def call_params(name: str, values: Mapping[str, Any]) -> tuple[str, dict[str, float]]:
+    """The activation a functional call of ``name`` computes, given its arguments ``values``:
+    a variant's name where one applies, and the parameters that name its instance."""
+    row = _ROWS[name]
+    for keyword, value, variant in row.variants:
+        if values.get(keyword) == value:
+            return call_params(variant, values)
+    bound = {p.name: float(values.get(p.name, p.default)) for p in row.params}
+    return name, dict(row.listed(bound))
+
+
+# ---- modules, callables, expressions -> specs ----------------------------------------------
 
 
 def register_module_class(cls: type, name: str, params: Callable[[nn.Module], dict] | None = None):
     """Teach netadv that instances of ``cls`` compute the registered activation ``name``."""
-    _MODULE_CLASSES[cls] = (name, params or (lambda m: {}))
+    _MODULE_CLASSES[cls] = (name, params or _no_params)
 
 
 def module_activation_name(module: nn.Module) -> str | None:
@@ -311,6 +261,12 @@ def module_activation_name(module: nn.Module) -> str | None:
 
 def from_sympy(expr: sympy.Expr | str, name: str | None = None) -> ActivationSpec:
     expr = symbolic.parse(expr) if isinstance(expr, str) else sympy.sympify(expr)
+    return _from_sympy(expr, name)
+
+
+@functools.lru_cache(maxsize=128)
+def _from_sympy(expr: sympy.Expr, name: str | None) -> ActivationSpec:
+    """One spec per expression, so its stable interval and kernel are built once."""
     x = symbolic.only_symbol(expr)
     if not x.is_real:  # activations are real: d|x|/dx is then sign(x), not re/im terms
         real = sympy.Symbol(x.name, real=True)
@@ -321,6 +277,16 @@ def from_sympy(expr: sympy.Expr | str, name: str | None = None) -> ActivationSpe
         symbolic.unary(sympy.diff(expr, x), x),
         expr=expr,
     )
+
+
+def _from_module(f: nn.Module) -> ActivationSpec:
+    for cls in type(f).__mro__:
+        if cls in _MODULE_CLASSES:
+            name, params = _MODULE_CLASSES[cls]
+            p = params(f)
+            name = p.pop("_name", name)
+            return by_name(name, **p)
+    return ActivationSpec(type(f).__name__, f)  # an unknown element-wise module: generic
 
 
 def resolve(f: Any) -> ActivationSpec:
@@ -335,13 +301,7 @@ def resolve(f: Any) -> ActivationSpec:
         except TypeError as e:
             raise ValueError(f"cannot instantiate {f.__name__} with no arguments: {e}") from None
     if isinstance(f, nn.Module):
-        for cls in type(f).__mro__:
-            if cls in _MODULE_CLASSES:
-                name, params = _MODULE_CLASSES[cls]
-                p = params(f)
-                name = p.pop("_name", name)
-                return by_name(name, **p)
-        return ActivationSpec(type(f).__name__, f)  # an unknown element-wise module: generic
+        return _from_module(f)
     if isinstance(f, sympy.Basic):
         return from_sympy(f)
     if callable(f):
@@ -362,25 +322,22 @@ def register(
     adversarial: Callable[[Tensor], Tensor] | None = None,
     decomposition: Any = None,
 ) -> None:
+    """Register ``f`` as a row named ``name`` (see :func:`netadv.register_activation`)."""
     key = name.lower()
     base = resolve(f)
-    closed = None
+    closed = base.closed_form
     if adversarial is not None:
         deriv = derivative or base.derivative or autograd_derivative(base.fn)
         a0 = float(adversarial(torch.zeros(1, dtype=torch.float64))[0])
-        closed = lambda m: cf.ClosedForm(lambda x: adversarial(x) - a0, lambda x: 1 / deriv(x))
+        closed = functools.partial(cf.given, adversarial, deriv, a0)
     if decomposition is not None:
-        from netadv.decompose import register_decomposition
-
-        register_decomposition(key, decomposition)
-        decomposition = key
-    spec = ActivationSpec(
+        decomposition = _decomposition_expr(decomposition)
+    row = ActivationRow(
         key,
-        base.fn,
-        derivative or base.derivative,
-        closed or base.closed_form,
-        decomposition or base.decomposition,
+        fn=base.fn,
+        derivative=derivative or base.derivative,
+        closed_form=closed,
+        decomposition=decomposition if decomposition is not None else base.decomposition,
         expr=base.expr,
     )
-    _REGISTRY[key] = lambda: spec
-    _REGISTRY[key].decomposition = spec.decomposition
+    add(row)

@@ -6,7 +6,7 @@ contiguous blocks, so with this layout a shard that owns unit j owns all k of it
 can evaluate F locally; a normalisation layer's groups (GroupNorm) likewise hold whole units.
 
 Speed: one GEMM/conv for all k terms, then one fused element-wise function
-(:mod:`netadv.layers.lifted`: generated forward and backward, saving only the wide
+(:func:`netadv.functional.lifted`: generated forward and backward, saving only the wide
 pre-activation, run eagerly or compiled per :mod:`netadv.fused`). Expressions the generator
 cannot handle fall back to the sympy closures of :func:`netadv.symbolic.to_torch`.
 """
@@ -14,25 +14,23 @@ cannot handle fall back to the sympy closures of :func:`netadv.symbolic.to_torch
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
+import sympy
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from netadv.decompose import Decomposition, decompose
+from netadv.defaults import ANCHOR, INIT, INITS, MAX_GAIN, PENALTY_WEIGHT
 from netadv.errors import ConfigError
+from netadv.functional import LiftedForm, lifted, lifted_stacked
 from netadv.fused import describe
-from netadv.layers import lifted
-from netadv.layers.lifted import LiftedFunction
-from netadv.layers.widths import like as _like
-from netadv.layers.widths import matched_width
-from netadv.layers.widths import out_width_of as _out_width
+from netadv.layers.adversarial import Adversarial
+from netadv.layers.widths import like, matched_width, out_width_of
 
 PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
-INITS = ("copy", "fresh")
 
 
 def _wide_norm(norm: nn.Module, width: int) -> nn.Module:
@@ -74,7 +72,8 @@ def _copy_interleaved(dst: nn.Module, src: nn.Module, k: int) -> None:
 
 class HDFGD(nn.Module):
     """``consumer(F(norm(producer(x)) split into k terms))``, HD-FGD or, with adversarial
-    terms, SA. Build it with :func:`netadv.hdfgd`."""
+    terms, SA. Build it with :func:`netadv.hdfgd`; ``F`` is :func:`netadv.functional.lifted` of
+    the block's :class:`~netadv.functional.LiftedForm` (``form``)."""
 
     def __init__(
         self,
@@ -85,7 +84,7 @@ class HDFGD(nn.Module):
         consumer: nn.Module | None = None,
         adversarial: dict[str, nn.Module] | None = None,
         sa_expr=None,
-        penalty_weight: float = 1e-4,
+        penalty_weight: float = PENALTY_WEIGHT,
         width: int,
     ):
         super().__init__()
@@ -99,15 +98,9 @@ class HDFGD(nn.Module):
         self.penalty_weight = float(penalty_weight)
         self.adversarial = nn.ModuleDict(adversarial) if adversarial else None
         self.sa_expr = sa_expr
-        if adversarial:
-            from netadv import symbolic
-
-            self._evaluate = symbolic.to_torch(sa_expr, decomposition.symbols)
-        else:
-            self._evaluate = decomposition.lifted
-        self._lifted = lifted.build(
-            sa_expr if adversarial else decomposition.expr, decomposition.symbols, adversarial
-        )
+        terms = {n: m.kernel for n, m in adversarial.items()} if adversarial else None
+        expr = sa_expr if adversarial else decomposition.expr
+        self.form = LiftedForm(expr, decomposition.symbols, terms)
         self.last_penalty: Tensor | None = None
         # exactly nn.Linear (+ exactly nn.LayerNorm, whose statistics ignore feature order)
         self._blockable = type(producer) is nn.Linear and (
@@ -122,10 +115,10 @@ class HDFGD(nn.Module):
     def extra_repr(self) -> str:
         expr = self.sa_expr if self.adversarial is not None else self.decomposition.expr
         extra = f", penalty_weight={self.penalty_weight:g}" if self.adversarial is not None else ""
-        if self._lifted is None:
+        if self.form.kernel is None:
             path = "closure"
         else:
-            path = f"fused, backend={describe(self.backend, self._lifted.forward)}"
+            path = f"fused, backend={describe(self.backend, self.form.kernel.forward)}"
         return f"{self.decomposition.name}: {expr}, k={self.k}, width={self.width}{extra}, {path}"
 
     def preactivations(self, x: Tensor) -> tuple[Tensor, ...]:
@@ -139,33 +132,18 @@ class HDFGD(nn.Module):
     def activation(self, zs: tuple[Tensor, ...], funcs: dict | None = None) -> Tensor:
         """``F(z_1, ..., z_k)``; for SA, ``funcs`` may wrap the adversarial modules by name."""
         if self.adversarial is None:
-            return self._evaluate(zs)
-        return self._evaluate(zs, funcs if funcs is not None else dict(self.adversarial.items()))
+            return self.form.closure(zs)
+        return self.form.closure(zs, funcs if funcs is not None else dict(self.adversarial.items()))
 
     def activate(self, z: Tensor) -> Tensor:
         """``F`` of the wide pre-activation ``z`` (the producer's, or norm's, output, in the
         unit-major layout): the block's output before the consumer. SA blocks record their
         penalty here."""
-        if self._lifted is None:
-            dim = self.split_dim
-            zs = z.unflatten(dim, (self.width, self.k)).unbind(dim if dim < 0 else dim + 1)
-            return self._closure(zs)
-        shape = list(z.shape)
-        dim = len(shape) - 1 if self.split_dim < 0 else self.split_dim
-        y = self._lifted_apply(z.reshape(math.prod(shape[:dim]) * self.width, self.k, -1))
-        shape[dim] = self.width
-        return y.reshape(shape)
+        return self._record(lifted(z, self.form, dim=self.split_dim, backend=self.backend))
 
-    def _lifted_apply(self, z3: Tensor) -> Tensor:
-        """The fused F of ``z3[A, k, B]`` (term i of every unit at ``z3[:, i]``) -> ``[A, B]``."""
-        tables = []
-        if self.adversarial is not None:
-            tables = [m.table_for(z3) for _, m in sorted(self.adversarial.items())]
-        if torch.is_grad_enabled() and z3.requires_grad:
-            out = LiftedFunction.apply(z3, self._lifted, self.backend, *tables)
-        else:  # inference: no autograd node to build
-            out = self._lifted.forward(z3, *tables, backend=self.backend)
-        if self._lifted.penalised:
+    def _record(self, out) -> Tensor:
+        """F, keeping an SA block's penalty for :func:`penalty`."""
+        if self.form.penalised:
             out, self.last_penalty = out
         return out
 
@@ -196,29 +174,12 @@ class HDFGD(nn.Module):
                 z, n.normalized_shape, self._term_major(n.weight), self._term_major(n.bias), n.eps
             )
         lead = z.shape[:-1]
-        y = self._lifted_apply(z.reshape(-1, self.k, self.width))
+        z3 = z.reshape(-1, self.k, self.width)
+        y = self._record(lifted_stacked(z3, self.form, backend=self.backend))
         return y.reshape(*lead, self.width)
 
-    def _closure(self, zs: tuple[Tensor, ...]) -> Tensor:
-        """The sympy-closure path (user expressions the generator cannot handle)."""
-        if self.adversarial is None:
-            return self.activation(zs)
-        records: list[Tensor] = []
-
-        def recorded(module):
-            def call(t: Tensor) -> Tensor:
-                out = module(t)
-                records.append(out.float().pow(2).mean())
-                return out
-
-            return call
-
-        y = self.activation(zs, {n: recorded(m) for n, m in self.adversarial.items()})
-        self.last_penalty = torch.stack(records).sum()
-        return y
-
     def forward(self, x: Tensor) -> Tensor:
-        if self._lifted is not None and self._blockable:
+        if self.form.kernel is not None and self._blockable:
             y = self._blocked(x)
             return self.consumer(y) if self.consumer is not None else y
         z = self.producer(x)
@@ -232,37 +193,18 @@ def _version(*ts: Tensor | None) -> tuple:
     return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in ts if t is not None)
 
 
-def hdfgd(
-    producer: nn.Module,
-    activation: Any,
-    *,
-    norm: nn.Module | None = None,
-    consumer: nn.Module | None = None,
-    init: str = "copy",
-    match_params: bool = False,
-    adversarial: bool = False,
-    penalty_weight: float = 1e-4,
-    anchor: str = "f0",
-    max_gain: float = 25.0,
-) -> HDFGD:
-    """Rewrite ``act(norm(producer(x)))`` (then ``consumer``) as an HD-FGD block, or with
-    ``adversarial=True`` an SA block.
+def sa_terms(
+    decomposition: Decomposition, *, anchor: str = ANCHOR, max_gain: float = MAX_GAIN
+) -> tuple[sympy.Expr, dict[str, Adversarial]]:
+    """The SA form of ``decomposition`` (see :meth:`~netadv.Decomposition.split_adversarial`)
+    and its adversarial terms as modules, by the names the expression calls them."""
+    expr, specs = decomposition.split_adversarial(anchor=anchor, max_gain=max_gain)
+    modules = {n: Adversarial(s, anchor=anchor, max_gain=max_gain) for n, s in specs.items()}
+    return expr, modules
 
-    Args:
-        producer: nn.Linear or nn.Conv1d/2d/3d feeding the activation.
-        activation: anything :func:`netadv.decompose` accepts ("gelu", nn.SiLU(), a sympy
-            expression...).
-        norm: optional BatchNorm/LayerNorm/GroupNorm between producer and activation; it then
-            normalises all k*width channels.
-        consumer: optional layer reading the activation's output, included in the block.
-        init: "copy" (every term starts as the original producer: same function as before) or
-            "fresh" (each term drawn independently).
-        match_params: shrink the hidden width so producer (+norm) + consumer keep their
-            parameter count (needs consumer and init="fresh").
-        adversarial: build the SA block (each term function replaced by its adversarial).
-        penalty_weight: SA's L2 penalty weight (see :func:`netadv.penalty`); 0 disables.
-        anchor, max_gain: passed to the SA block's adversarial functions.
-    """
+
+def _check_options(producer, norm, consumer, init: str, match_params: bool, penalty_weight):
+    """Raise :class:`~netadv.ConfigError` for any option :func:`hdfgd` cannot honour."""
     transposed = isinstance(producer, nn.modules.conv._ConvTransposeNd)
     if not isinstance(producer, PRODUCERS) or transposed:
         raise ConfigError(
@@ -287,26 +229,73 @@ def hdfgd(
         )
     if penalty_weight < 0:
         raise ConfigError(f"penalty_weight must be >= 0, got {penalty_weight}")
-    decomposition = decompose(activation)
-    k = decomposition.k
-    h = _out_width(producer)
-    width = matched_width(producer, norm, consumer, k) if match_params else h
 
-    wide = _like(producer, out_width=k * width, init=init != "copy")
-    if init == "copy":
+
+def _wide_layers(producer, norm, consumer, k: int, init: str, match_params: bool):
+    """(width, the k-wide producer and norm, the consumer reading ``width`` units): unit-major;
+    with copy init every term starts as the original."""
+    width = matched_width(producer, norm, consumer, k) if match_params else out_width_of(producer)
+    copy_init = init == "copy"
+    wide = like(producer, out_width=k * width, init=not copy_init)
+    if copy_init:
         _copy_interleaved(wide, producer, k)
     wide_norm = None
     if norm is not None:
         wide_norm = _wide_norm(norm, k * width)
-        if init == "copy":
+        if copy_init:
             _copy_interleaved(wide_norm, norm, k)
-
     new_consumer = None
     if consumer is not None:
-        new_consumer = _like(consumer, in_width=width) if match_params else copy.deepcopy(consumer)
+        new_consumer = like(consumer, in_width=width) if match_params else copy.deepcopy(consumer)
+    return width, wide, wide_norm, new_consumer
+
+
+def _in_modes_of(block: HDFGD, producer: nn.Module, norm: nn.Module | None) -> HDFGD:
+    """The block in its producer's train/eval mode, its norm in the original norm's."""
+    block.train(producer.training)
+    if norm is not None:
+        block.norm.train(norm.training)
+    return block
+
+
+def hdfgd(
+    producer: nn.Module,
+    activation: Any,
+    *,
+    norm: nn.Module | None = None,
+    consumer: nn.Module | None = None,
+    init: str = INIT,
+    match_params: bool = False,
+    adversarial: bool = False,
+    penalty_weight: float = PENALTY_WEIGHT,
+    anchor: str = ANCHOR,
+    max_gain: float = MAX_GAIN,
+) -> HDFGD:
+    """Rewrite ``act(norm(producer(x)))`` (then ``consumer``) as an HD-FGD block, or with
+    ``adversarial=True`` an SA block.
+
+    Args:
+        producer: nn.Linear or nn.Conv1d/2d/3d feeding the activation.
+        activation: anything :func:`netadv.decompose` accepts ("gelu", nn.SiLU(), sympy...).
+        norm: optional BatchNorm/LayerNorm/GroupNorm between producer and activation; it then
+            normalises all k*width channels.
+        consumer: optional layer reading the activation's output, included in the block.
+        init: "copy" (every term starts as the original producer: same function as before) or
+            "fresh" (each term drawn independently).
+        match_params: shrink the hidden width so producer (+norm) + consumer keep their
+            parameter count (needs consumer and init="fresh").
+        adversarial: build the SA block (each term function replaced by its adversarial).
+        penalty_weight: SA's L2 penalty weight (see :func:`netadv.penalty`); 0 disables.
+        anchor, max_gain: passed to the SA block's adversarial functions.
+    """
+    _check_options(producer, norm, consumer, init, match_params, penalty_weight)
+    decomposition = decompose(activation)
+    width, wide, wide_norm, new_consumer = _wide_layers(
+        producer, norm, consumer, decomposition.k, init, match_params
+    )
     sa_expr, modules = (None, None)
     if adversarial:
-        sa_expr, modules = decomposition.split_adversarial(anchor=anchor, max_gain=max_gain)
+        sa_expr, modules = sa_terms(decomposition, anchor=anchor, max_gain=max_gain)
     block = HDFGD(
         wide,
         decomposition,
@@ -317,10 +306,7 @@ def hdfgd(
         penalty_weight=penalty_weight,
         width=width,
     )
-    block.train(producer.training)
-    if wide_norm is not None:
-        wide_norm.train(norm.training)
-    return block
+    return _in_modes_of(block, producer, norm)
 
 
 def penalty(model: nn.Module) -> Tensor:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netadv.activations import registry
+from netadv.activations.builtins import BUILTINS
 from netadv.layers.hdfgd import NORMS, PRODUCERS
 
 # (module, class, registry name or None for "an activation netadv does not model")
@@ -191,28 +192,9 @@ class FunctionalOp:
     inplace: bool = False
 
 
-_T = torch.Tensor
-_FUNCTIONS: dict[Any, FunctionalOp] = {
-    torch.sigmoid: FunctionalOp("sigmoid"),
-    torch.special.expit: FunctionalOp("sigmoid"),
-    F.sigmoid: FunctionalOp("sigmoid"),
-    torch.sigmoid_: FunctionalOp("sigmoid", inplace=True),
-    torch.tanh: FunctionalOp("tanh"),
-    F.tanh: FunctionalOp("tanh"),
-    torch.tanh_: FunctionalOp("tanh", inplace=True),
-    torch.relu: FunctionalOp("relu"),
-    F.relu: FunctionalOp("relu", ("inplace",)),
-    torch.relu_: FunctionalOp("relu", inplace=True),
-    F.gelu: FunctionalOp("gelu", ("approximate",)),
-    F.silu: FunctionalOp("silu", ("inplace",)),
-    F.mish: FunctionalOp("mish", ("inplace",)),
-    F.softplus: FunctionalOp("softplus", ("beta", "threshold")),
-    F.softsign: FunctionalOp("softsign"),
-    F.elu: FunctionalOp("elu", ("alpha", "inplace")),
-    F.elu_: FunctionalOp("elu", ("alpha",), inplace=True),
-    F.selu: FunctionalOp("selu", ("inplace",)),
-    F.leaky_relu: FunctionalOp("leaky_relu", ("negative_slope", "inplace")),
-    F.leaky_relu_: FunctionalOp("leaky_relu", ("negative_slope",), inplace=True),
+#: Functional activations netadv has no registry entry for (sites reported unchanged); the
+#: registered ones are the ``calls`` of the rows of netadv.activations.builtins.
+_UNMODELLED_FUNCTIONS: dict[Any, FunctionalOp] = {
     F.celu: FunctionalOp("celu", ("alpha", "inplace")),
     F.relu6: FunctionalOp("relu6", ("inplace",)),
     F.hardtanh: FunctionalOp("hardtanh", ("min_val", "max_val", "inplace")),
@@ -220,17 +202,24 @@ _FUNCTIONS: dict[Any, FunctionalOp] = {
     F.hardsigmoid: FunctionalOp("hardsigmoid", ("inplace",)),
     F.logsigmoid: FunctionalOp("logsigmoid"),
 }
-_METHODS: dict[str, FunctionalOp] = {
-    "sigmoid": FunctionalOp("sigmoid"),
-    "sigmoid_": FunctionalOp("sigmoid", inplace=True),
-    "tanh": FunctionalOp("tanh"),
-    "tanh_": FunctionalOp("tanh", inplace=True),
-    "relu": FunctionalOp("relu"),
-    "relu_": FunctionalOp("relu", inplace=True),
-}
-for _name, _op in _METHODS.items():
-    _FUNCTIONS[getattr(_T, _name)] = _op
 
+
+def _functional_tables() -> tuple[dict[Any, FunctionalOp], dict[str, FunctionalOp]]:
+    """(called function -> op, tensor method name -> op); a method also by its function."""
+    functions: dict[Any, FunctionalOp] = {}
+    methods: dict[str, FunctionalOp] = {}
+    for row in BUILTINS:
+        for call in row.calls:
+            op = FunctionalOp(row.name, call.params, call.inplace)
+            if isinstance(call.target, str):
+                methods[call.target] = op
+                functions[getattr(torch.Tensor, call.target)] = op
+            else:
+                functions[call.target] = op
+    return {**functions, **_UNMODELLED_FUNCTIONS}, methods
+
+
+_FUNCTIONS, _METHODS = _functional_tables()
 _PASSTHROUGH_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
 
 
@@ -259,15 +248,7 @@ def functional_activation(
     values = dict(zip(op.params, args))
     values.update({k: v for k, v in kwargs.items() if k in op.params})
     inplace = op.inplace or bool(values.get("inplace", False))
-    family = op.family
-    params: dict = {}
-    if family == "gelu":
-        family = "gelu_tanh" if values.get("approximate", "none") == "tanh" else "gelu"
-    elif family == "softplus" and values.get("beta", 1.0) != 1.0:
-        params["beta"] = float(values["beta"])
-    elif family == "elu" and values.get("alpha", 1.0) != 1.0:
-        params["alpha"] = float(values["alpha"])
-    elif family == "leaky_relu":
-        params["negative_slope"] = float(values.get("negative_slope", 0.01))
-    name = family if family in registry.names() else None
+    if op.family not in registry.names():
+        return None, {}, inplace
+    name, params = registry.call_params(op.family, values)
     return name, params, inplace

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from netadv.activations.builtins import BUILTINS
 from netadv.activations.registry import ActivationSpec, register_module_class, resolve
 
 
@@ -36,31 +37,23 @@ class Activation(nn.Module):
         return self.spec.fn(x)
 
 
+def _activation_params(m: Activation) -> dict:
+    return {"_name": m.spec.name, **dict(m.spec.params)}
+
+
 # so that plans, diagnostics and a second rewrite recognise it as the activation it computes
-register_module_class(
-    Activation, "identity", lambda m: {"_name": m.spec.name, **dict(m.spec.params)}
-)
+register_module_class(Activation, "identity", _activation_params)
+
+#: Built-in activations that torch.nn has a class for, by name.
+_NN_ROWS = {row.name: row for row in BUILTINS if row.nn_factory is not None}
 
 
-def _nn_class(spec: ActivationSpec) -> nn.Module | None:
-    p = dict(spec.params)
-    factories = {
-        "identity": lambda: nn.Identity(),
-        "sigmoid": lambda: nn.Sigmoid(),
-        "tanh": lambda: nn.Tanh(),
-        "softsign": lambda: nn.Softsign(),
-        "softplus": lambda: nn.Softplus(beta=p.get("beta", 1.0)),
-        "elu": lambda: nn.ELU(alpha=p.get("alpha", 1.0)),
-        "selu": lambda: nn.SELU(),
-        "leaky_relu": lambda: nn.LeakyReLU(p.get("negative_slope", 0.01)),
-        "relu": lambda: nn.ReLU(),
-        "gelu": lambda: nn.GELU(),
-        "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-        "silu": lambda: nn.SiLU(),
-        "mish": lambda: nn.Mish(),
-    }
-    make = factories.get(spec.name)
-    return make() if make is not None else None
+def _nn_module(spec: ActivationSpec) -> nn.Module | None:
+    """A fresh torch.nn module computing ``spec``, if torch.nn has a class for it."""
+    row = _NN_ROWS.get(spec.name)
+    if row is None:
+        return None
+    return row.nn_factory(**{**row.defaults(), **dict(spec.params)})
 
 
 def activation_module(f: Any) -> nn.Module:
@@ -69,4 +62,4 @@ def activation_module(f: Any) -> nn.Module:
     if isinstance(f, nn.Module):
         return copy.deepcopy(f)
     spec = resolve(f)
-    return _nn_class(spec) or Activation(spec)
+    return _nn_module(spec) or Activation(spec)

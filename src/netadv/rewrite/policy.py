@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from netadv.activations.kernel import stable_interval
 from netadv.activations.registry import ActivationSpec
 from netadv.decompose import decompose
 from netadv.defaults import PERIOD, START
 from netadv.errors import ConfigError, NoAdversarialError
-from netadv.layers.adversarial import stable_interval
 from netadv.layers.widths import fold_delta
 from netadv.rewrite import ecosystem as eco
 from netadv.rewrite.find import Found
