@@ -73,7 +73,8 @@ def _site_stats(module: nn.Module, x: Tensor) -> dict:
             z = torch.cat([t.detach().flatten() for t in zs])
         else:
             z = x.detach().float().requires_grad_(True)
-            (slope,) = torch.autograd.grad(module(z).sum(), z)
+            # a clone: an in-place activation (ReLU(inplace=True)) may not write to a leaf
+            (slope,) = torch.autograd.grad(module(z.clone()).sum(), z)
             if isinstance(module, Adversarial):
                 outside.append(((z < module.lo) | (z > module.hi)).float().mean().item())
             z = z.detach()

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_translate import sentences, write_mo
 
 from netadv.errors import ConfigError
 from netadv.experiments.study import load_spec, run_study
-from test_translate import sentences, write_mo
 
-SPEC = Path(__file__).parents[1] / "configs" / "study.yaml"
+SPEC = Path(__file__).parents[2] / "configs" / "study.yaml"
 
 
 def test_spec_loads_and_every_config_resolves():

@@ -74,7 +74,7 @@ def test_config_file_errors(tmp_path):
 
 
 def test_shipped_configs_load():
-    configs = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
+    configs = sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml"))
     assert configs, "configs/ ships experiment configs"
     for path in configs:
         if "experiments" in yaml.safe_load(path.read_text()):  # a study spec (test_study.py)
