@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
-
-from torch import Tensor
 
 from netadv.activations import registry
 from netadv.activations.kernel import stable_interval
@@ -40,20 +37,6 @@ def format_interval(interval: tuple[float, float] | None) -> str:
     return "[" + ", ".join(f"{v:.4g}" if math.isfinite(v) else str(v) for v in interval) + "]"
 
 
-def register_activation(
-    name: str,
-    f: Any,
-    *,
-    derivative: Callable[[Tensor], Tensor] | None = None,
-    adversarial: Callable[[Tensor], Tensor] | None = None,
-    decomposition: Any = None,
-) -> None:
-    """Register ``f`` under ``name`` so every netadv API accepts the name.
-
-    ``derivative`` (f') and ``adversarial`` (a closed form of A_f, any anchor) are optional:
-    without them netadv uses autograd and the generic construction. ``decomposition`` is a
-    registered decomposition name, a sympy expression in x_1..x_k, or a one-symbol expression.
-    """
-    registry.register(
-        name, f, derivative=derivative, adversarial=adversarial, decomposition=decomposition
-    )
+#: ``register_activation(name, f, *, derivative=None, adversarial=None, decomposition=None)``:
+#: see :func:`netadv.activations.registry.register`.
+register_activation = registry.register

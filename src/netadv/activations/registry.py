@@ -322,7 +322,13 @@ def register(
     adversarial: Callable[[Tensor], Tensor] | None = None,
     decomposition: Any = None,
 ) -> None:
-    """Register ``f`` as a row named ``name`` (see :func:`netadv.register_activation`)."""
+    """Register ``f`` under ``name`` so every netadv API accepts the name (a row, as the
+    built-ins are; ``netadv.register_activation`` is this function).
+
+    ``derivative`` (f') and ``adversarial`` (a closed form of A_f, any anchor) are optional:
+    without them netadv uses autograd and the generic construction. ``decomposition`` is a
+    registered decomposition name, a sympy expression in x_1..x_k, or a one-symbol expression.
+    """
     key = name.lower()
     base = resolve(f)
     closed = base.closed_form

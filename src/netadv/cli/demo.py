@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from netadv import demo
+from netadv.cli.options import add_set_argument
 
 HELP = "Fashion-MNIST: ViT GELU vs HD-FGD vs SA; sigmoid MLP vs GA"
 
@@ -12,13 +13,7 @@ HELP = "Fashion-MNIST: ViT GELU vs HD-FGD vs SA; sigmoid MLP vs GA"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output-dir", default=None, help="default: runs/demo")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of both demo configs",
-    )
+    add_set_argument(parser, "override a key of both demo configs")
     parser.add_argument("--quiet", action="store_true")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from netadv.cli.options import add_set_argument
 from netadv.experiments import config as config_mod
 from netadv.experiments.loop import TrainingDiverged, train
 
@@ -19,13 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--config, --set, --resume, --quiet (train and sweep)."""
     parser.add_argument("--config", default=None, help="a YAML config (see configs/)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable; nested: rewrite.period=2)",
-    )
+    add_set_argument(parser, "override a config key (repeatable; nested: rewrite.period=2)")
     parser.add_argument("--resume", action="store_true", help="continue a killed run")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
