@@ -2,52 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any
+import torch
+from torch import Tensor, nn
 
-from torch import nn
+from netadv.experiments.mlp import MLP
+from netadv.rewrite.ecosystem import register_opaque_module
 
-from netadv.rewrite.modules import activation_module
+NORM_LAYERS = ("layernorm", "dyt")
 
 
-class MLP(nn.Sequential):
-    """Flatten, then ``depth`` blocks of Linear + activation, then a Linear classifier.
+class DyT(nn.Module):
+    """Dynamic Tanh, ``weight * tanh(alpha * x) + bias`` over the last dimension: the layer
+    "Transformers without Normalization" (Zhu et al. 2025) puts where each LayerNorm was;
+    ``alpha`` is one learned scalar (initialised to ``alpha0``), weight and bias per feature."""
 
-    ``init="default"`` keeps PyTorch's Linear init (uniform, variance 1/(3 fan_in): each layer
-    also scales the gradient by about 1/sqrt(3)); ``init="xavier"`` is Glorot's uniform init
-    with ``torch.nn.init.calculate_gain`` of the activation (1 for sigmoid, 5/3 for tanh) and
-    zero biases, so that what is left of the vanishing gradient is the activation's.
-    """
+    def __init__(self, dim: int, alpha0: float = 0.5):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.full((1,), float(alpha0)))
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
 
-    def __init__(
-        self,
-        in_features: int,
-        num_classes: int,
-        *,
-        depth: int = 12,
-        width: int = 256,
-        activation: Any = "sigmoid",
-        init: str = "default",
-    ):
-        if init not in ("default", "xavier"):
-            raise ValueError(f"unknown MLP init {init!r}; use default or xavier")
-        layers: list[nn.Module] = [nn.Flatten()]
-        for i in range(depth):
-            layers += [
-                nn.Linear(in_features if i == 0 else width, width),
-                activation_module(activation),
-            ]
-        layers.append(nn.Linear(width, num_classes))
-        super().__init__(*layers)
-        if init == "xavier":
-            name = activation if isinstance(activation, str) else ""
-            try:
-                gain = nn.init.calculate_gain(name)
-            except ValueError:  # not one torch knows: unit gain
-                gain = 1.0
-            for layer in self:
-                if isinstance(layer, nn.Linear):
-                    nn.init.xavier_uniform_(layer.weight, gain=gain)
-                    nn.init.zeros_(layer.bias)
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, alpha0={self.alpha.item():g}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.weight * torch.tanh(self.alpha * x) + self.bias
+
+
+# a normalisation layer, not an activation site: the rewriter does not look inside it
+register_opaque_module(DyT)
+
+
+def replace_layernorms(model: nn.Module) -> nn.Module:
+    """Every nn.LayerNorm of ``model`` replaced, in place, by a DyT of the same width."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.LayerNorm):
+                if len(child.normalized_shape) != 1:
+                    raise ValueError("DyT replaces LayerNorms over the last dimension only")
+                setattr(parent, name, DyT(child.normalized_shape[0]))
+    return model
 
 
 def resnet18(in_chans: int, num_classes: int, width: int = 64, **kwargs) -> nn.Module:
@@ -70,19 +64,26 @@ def resnet18(in_chans: int, num_classes: int, width: int = 64, **kwargs) -> nn.M
     return model
 
 
-def vit(in_chans: int, num_classes: int, image_size: int, **kwargs) -> nn.Module:
-    """timm's VisionTransformer with 4x4 patches; tiny widths by default."""
+def vit(
+    in_chans: int, num_classes: int, image_size: int, norm_layer: str = "layernorm", **kwargs
+) -> nn.Module:
+    """timm's VisionTransformer with 4x4 patches; tiny widths by default; ``norm_layer="dyt"``
+    puts DyT where each LayerNorm is."""
     from timm.models.vision_transformer import VisionTransformer
 
     options = dict(patch_size=4, embed_dim=192, depth=6, num_heads=3, mlp_ratio=4.0)
     options.update(kwargs)
-    return VisionTransformer(
+    model = VisionTransformer(
         img_size=image_size, in_chans=in_chans, num_classes=num_classes, **options
     )
+    return _with_norm(model, norm_layer)
 
 
-def swin(in_chans: int, num_classes: int, image_size: int, **kwargs) -> nn.Module:
-    """timm's SwinTransformer with 4x4 windows over 2x2 patches; tiny widths by default."""
+def swin(
+    in_chans: int, num_classes: int, image_size: int, norm_layer: str = "layernorm", **kwargs
+) -> nn.Module:
+    """timm's SwinTransformer with 4x4 windows over 2x2 patches; tiny widths by default;
+    ``norm_layer="dyt"`` puts DyT where each LayerNorm is."""
     from timm.models.swin_transformer import SwinTransformer
 
     options = dict(
@@ -91,9 +92,16 @@ def swin(in_chans: int, num_classes: int, image_size: int, **kwargs) -> nn.Modul
     options.update(kwargs)
     for key in ("depths", "num_heads"):
         options[key] = tuple(options[key])
-    return SwinTransformer(
+    model = SwinTransformer(
         img_size=image_size, in_chans=in_chans, num_classes=num_classes, **options
     )
+    return _with_norm(model, norm_layer)
+
+
+def _with_norm(model: nn.Module, norm_layer: str) -> nn.Module:
+    if norm_layer not in NORM_LAYERS:
+        raise ValueError(f"unknown norm_layer {norm_layer!r}; use {', '.join(NORM_LAYERS)}")
+    return replace_layernorms(model) if norm_layer == "dyt" else model
 
 
 def build_model(

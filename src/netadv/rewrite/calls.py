@@ -95,6 +95,7 @@ def is_atomic(m: nn.Module) -> bool:
         or eco.is_producer(m)
         or eco.is_passthrough(m)
         or eco.is_norm(m)
+        or eco.is_opaque(m)
     )
 
 

@@ -126,6 +126,21 @@ def register_libraries() -> None:
             _PASSTHROUGH.add(cls)
 
 
+#: Modules the rewriter never looks inside (their calls are not sites), e.g. a normalisation
+#: layer that computes a tanh (DyT).
+_OPAQUE: set[type] = set()
+
+
+def register_opaque_module(cls: type) -> None:
+    """Mark ``cls`` as a layer whose inside is not the rewriter's business: the functions it
+    calls (a tanh in a normalisation layer, say) are never activation sites."""
+    _OPAQUE.add(cls)
+
+
+def is_opaque(m: nn.Module) -> bool:
+    return isinstance(m, tuple(_OPAQUE)) if _OPAQUE else False
+
+
 def register_unmodelled_activation(cls: type) -> None:
     """Mark ``cls`` as an element-wise activation netadv cannot convert: its calls are then
     listed as sites and reported unchanged (register a real one with

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from netadv.experiments.models import activation_module
 from netadv.experiments.translate.tokenizer import PAD
+from netadv.rewrite.modules import activation_module
 
 
 class FeedForward(nn.Module):
