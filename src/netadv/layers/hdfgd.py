@@ -27,32 +27,10 @@ from netadv.errors import ConfigError
 from netadv.functional import LiftedForm, lifted, lifted_stacked
 from netadv.fused import describe
 from netadv.layers.adversarial import Adversarial
-from netadv.layers.widths import like, matched_width, out_width_of
+from netadv.layers.widths import like, matched_width, norm_like, out_width_of
 
 PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
-
-
-def _wide_norm(norm: nn.Module, width: int) -> nn.Module:
-    p = next(iter(norm.parameters()), None)
-    kw = {} if p is None else dict(device=p.device, dtype=p.dtype)
-    if isinstance(norm, nn.LayerNorm):
-        if len(norm.normalized_shape) != 1:
-            raise ConfigError("HD-FGD supports LayerNorm over the last dimension only")
-        bias = norm.bias is not None
-        return nn.LayerNorm(
-            width, eps=norm.eps, elementwise_affine=norm.elementwise_affine, bias=bias, **kw
-        )
-    if isinstance(norm, nn.GroupNorm):
-        return nn.GroupNorm(norm.num_groups, width, eps=norm.eps, affine=norm.affine, **kw)
-    return type(norm)(
-        width,
-        eps=norm.eps,
-        momentum=norm.momentum,
-        affine=norm.affine,
-        track_running_stats=norm.track_running_stats,
-        **kw,
-    )
 
 
 def _copy_interleaved(dst: nn.Module, src: nn.Module, k: int) -> None:
@@ -241,7 +219,7 @@ def _wide_layers(producer, norm, consumer, k: int, init: str, match_params: bool
         _copy_interleaved(wide, producer, k)
     wide_norm = None
     if norm is not None:
-        wide_norm = _wide_norm(norm, k * width)
+        wide_norm = norm_like(norm, k * width)
         if copy_init:
             _copy_interleaved(wide_norm, norm, k)
     new_consumer = None

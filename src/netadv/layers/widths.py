@@ -62,6 +62,30 @@ def like(
     )
 
 
+def norm_like(norm: nn.Module, width: int) -> nn.Module:
+    """A fresh normalisation layer of the same kind and options as ``norm`` over ``width``
+    features (BatchNorm, LayerNorm over the last dimension, GroupNorm with the same groups)."""
+    p = next(iter(norm.parameters()), None)
+    kw = {} if p is None else dict(device=p.device, dtype=p.dtype)
+    if isinstance(norm, nn.LayerNorm):
+        if len(norm.normalized_shape) != 1:
+            raise ConfigError("HD-FGD supports LayerNorm over the last dimension only")
+        bias = norm.bias is not None
+        return nn.LayerNorm(
+            width, eps=norm.eps, elementwise_affine=norm.elementwise_affine, bias=bias, **kw
+        )
+    if isinstance(norm, nn.GroupNorm):
+        return nn.GroupNorm(norm.num_groups, width, eps=norm.eps, affine=norm.affine, **kw)
+    return type(norm)(
+        width,
+        eps=norm.eps,
+        momentum=norm.momentum,
+        affine=norm.affine,
+        track_running_stats=norm.track_running_stats,
+        **kw,
+    )
+
+
 def n_params(m: nn.Module | None) -> int:
     """Parameters of ``m`` (0 for None)."""
     return 0 if m is None else sum(p.numel() for p in m.parameters())
