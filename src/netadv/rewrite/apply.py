@@ -123,6 +123,10 @@ def apply_plan(model: nn.Module, p: RewritePlan) -> None:
         if s.route in (Route.PATH, Route.SHARED):
             for path in s.paths:
                 swaps.setdefault(path, new)
+        elif s.route == Route.ATTRIBUTE:
+            owner = model.get_submodule(s.owner)
+            new.train(owner.training)
+            setattr(owner, s.attribute, new)  # the module now stands where the function was
         else:
             by_owner[s.owner].append((s, new))
 
@@ -133,6 +137,8 @@ def apply_plan(model: nn.Module, p: RewritePlan) -> None:
         old = model.get_submodule(path)
         new.train(old.training)
         _set(model, path, new)
+    changed = [s.path or s.owner for s in p.sites if s.route is not None] + list(swaps)
+    eco.after_rewrite(model, changed)
     setattr(model, MARKER, f"netadv.rewrite(method={p.method!r}): {p.summary()}")
 
 

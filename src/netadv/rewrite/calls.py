@@ -35,6 +35,7 @@ class SiteCall:
     inplace: bool = False
     node: str | None = None  # fx node name in the root trace (torch.fx discovery)
     occurrence: int = 0  # index among the owner's calls of the same target, per owner call
+    func: Any = field(default=None, compare=False, repr=False)  # the function called
 
 
 @dataclass
@@ -112,12 +113,16 @@ def _constant(v: Any) -> bool:
     return v is None or isinstance(v, bool | int | float | str)
 
 
-def function_site(op: eco.FunctionalOp, rest: tuple, kwargs: dict) -> SiteCall:
+def function_site(op: eco.FunctionalOp, rest: tuple, kwargs: dict, func: Any = None) -> SiteCall:
+    """The site of a call of ``func`` (an activation function ``op``) with the arguments
+    ``rest`` after the input."""
     if not all(_constant(v) for v in list(rest) + list(kwargs.values())):
-        return SiteCall("function", op.family, None, f"{op.family} (computed arguments)")
+        title = f"{op.family} (computed arguments)"
+        return SiteCall("function", op.family, None, title, func=func)
     name, params, inplace = eco.functional_activation(op, rest, kwargs)
     spec = registry.by_name(name, **params) if name is not None else None
-    return SiteCall("function", op.family, spec, spec.title if spec else op.family, inplace)
+    title = spec.title if spec else op.family
+    return SiteCall("function", op.family, spec, title, inplace, func=func)
 
 
 class Owners:

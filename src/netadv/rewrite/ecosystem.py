@@ -10,6 +10,7 @@ clipped GELUs...) are sites too: the plan reports them unchanged instead of gues
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -141,11 +142,75 @@ def is_opaque(m: nn.Module) -> bool:
     return isinstance(m, tuple(_OPAQUE)) if _OPAQUE else False
 
 
+def after_rewrite(model: nn.Module, changed: list[str]) -> None:
+    """What a library's layer needs once something inside it changed: torch's
+    TransformerEncoderLayer has a fused inference path (eval mode, no grad) that computes its
+    feed-forward block from ``linear1``/``linear2``'s weights and a built-in ReLU/GELU, bypassing
+    the modules; it is switched off in every layer whose inside was rewritten."""
+    for path, m in model.named_modules():
+        if isinstance(m, nn.TransformerEncoderLayer) and any(
+            c == path or c.startswith(path + ".") for c in changed
+        ):
+            m.activation_relu_or_gelu = False
+
+
 def register_unmodelled_activation(cls: type) -> None:
     """Mark ``cls`` as an element-wise activation netadv cannot convert: its calls are then
     listed as sites and reported unchanged (register a real one with
     ``netadv.activations.registry.register_module_class``)."""
     _UNMODELLED.add(cls)
+
+
+#: Probe points: dense where activations bend, out to where they saturate.
+_PROBE = torch.cat([torch.linspace(-6.0, 6.0, 97), torch.tensor([-30.0, -12.0, 12.0, 30.0])])
+_PROBE = _PROBE.double()
+_NOT_ACTIVATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def probe_activation(m: nn.Module) -> str | None:
+    """The registered activation an unknown module computes, found by running it: a module of a
+    library netadv has no table for (HF Bloom's ``BloomGelu`` writes GELU with a tanh) is
+    otherwise traced into and its inner functions taken for sites. Only parameter-free leaf
+    modules from outside torch are probed, on float64 points, against every registered
+    activation at its default parameters (agreement to 1e-6 relative); a match registers the
+    class (:func:`netadv.activations.registry.register_module_class`)."""
+    cls = type(m)
+    if cls.__module__.startswith(("torch.", "netadv.")) or m in _NOT_ACTIVATIONS:
+        return None
+    if torch._C._is_torch_function_mode_enabled():  # inside a recording: never run a module
+        return None
+    if any(next(it, None) is not None for it in (m.children(), m.parameters(), m.buffers())):
+        return None  # not a pure function of its input
+    try:
+        with torch.no_grad():
+            y = m(_PROBE.clone())
+    except Exception:  # not a one-tensor function: not an activation
+        y = None
+    name = _matching(y) if isinstance(y, torch.Tensor) and y.shape == _PROBE.shape else None
+    if name is None:
+        _NOT_ACTIVATIONS[m] = True
+        return None
+    registry.register_module_class(cls, name)
+    return name
+
+
+def probe_modules(model: nn.Module) -> None:
+    """Probe every unknown module of ``model`` once (see :func:`probe_activation`)."""
+    for m in model.modules():
+        if registry.module_activation_name(m) is None:
+            probe_activation(m)
+
+
+def _matching(y: torch.Tensor) -> str | None:
+    """The registered activation (not the identity) equal to ``y`` on the probe points."""
+    y = y.double()
+    for name in registry.names():
+        if name == "identity":
+            continue
+        f = registry.by_name(name).fn(_PROBE)
+        if torch.all((y - f).abs() <= 1e-6 * (1 + f.abs())):
+            return name
+    return None
 
 
 def _exact_forward(m: nn.Module, bases: tuple[type, ...]) -> bool:
@@ -158,6 +223,9 @@ def module_activation(m: nn.Module) -> tuple[str | None, str] | None:
     name = registry.module_activation_name(m)
     if name == "identity":
         return None
+    if name is not None:
+        return name, resolve_title(m)
+    name = probe_activation(m)
     if name is not None:
         return name, resolve_title(m)
     if any(isinstance(m, c) for c in _UNMODELLED):

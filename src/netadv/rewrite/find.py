@@ -39,6 +39,7 @@ class Found:
     target: str = ""  # path in owner / function family
     occurrence: int = 0
     paths: tuple[str, ...] = ()  # every registration of the module
+    attribute: str | None = None  # the owner's attribute holding the called function
 
 
 def find_sites(model: nn.Module, trace: Trace, flow: Flow) -> list[Found]:
@@ -55,6 +56,7 @@ class _Finder:
     traced once, when a call first needs one)."""
 
     def __init__(self, model: nn.Module, trace: Trace, flow: Flow):
+        self.model = model
         self.trace = trace
         self.flow = flow
         self.graph = functools.cache(lambda owner: OwnerGraph.of(model.get_submodule(owner)))
@@ -94,7 +96,14 @@ class _Finder:
         """A torch function call: reached through its owner's graph, named after its node."""
         sc = c.site
         node, route, reach = self.through_graph(c)
-        name = node or sc.node or sc.target + (f"_{sc.occurrence}" if sc.occurrence else "")
+        attribute = None
+        if route is None:  # no graph: the owner may call a function it holds as an attribute
+            attribute = self.held_function(c)
+            if attribute is not None:
+                route, reach = Route.ATTRIBUTE, None
+        name = attribute or node or sc.node or sc.target
+        if attribute is None and not node and not sc.node and sc.occurrence:
+            name += f"_{sc.occurrence}"
         return Found(
             index=index,
             name=(c.owner + "." if c.owner else "") + name + "()",
@@ -109,7 +118,19 @@ class _Finder:
             node=node,
             target=sc.target,
             occurrence=sc.occurrence,
+            attribute=attribute,
         )
+
+    def held_function(self, c: Call) -> str | None:
+        """The owner's attribute holding the function this call calls, when the owner makes
+        exactly one such call per forward (``self.activation = F.gelu; ...
+        self.activation(x)``, as torch.nn.TransformerEncoderLayer does): setting that attribute
+        to a module then reaches the call without tracing the owner."""
+        func, owner = c.site.func, self.model.get_submodule(c.owner)
+        if func is None or self.per_owner_call[_slot(c)] != 1 or c.site.inplace:
+            return None
+        held = [k for k, v in vars(owner).items() if not k.startswith("_") and v is func]
+        return held[0] if len(held) == 1 else None
 
     def through_graph(self, c: Call) -> tuple[str | None, Route | None, str | None]:
         """Whether the owner's traced forward lets the call be pointed at a new module: (the

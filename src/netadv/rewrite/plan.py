@@ -356,4 +356,5 @@ def _site(f: Found, d: Decision) -> Site:
         slot=d.slot,
         spec=d.spec,
         paths=f.paths,
+        attribute=f.attribute,
     )

@@ -51,6 +51,7 @@ class Route(_Name):
     PATH = "path"  # swap the module registered at the site's path
     SHARED = "shared"  # one new module for every call of a shared module
     GRAPH = "graph"  # point the call's node in its owner's traced forward at a new module
+    ATTRIBUTE = "attribute"  # set the owner's attribute holding the called function to a module
 
 
 METHODS = tuple(m.value for m in Method)
@@ -85,10 +86,11 @@ class Site:
     slot: int | None = field(default=None, repr=False)  # index among considered sites
     spec: ActivationSpec | None = field(default=None, repr=False)  # what it computes after
     paths: tuple[str, ...] = field(default=(), repr=False)  # every registration of the module
+    attribute: str | None = field(default=None, repr=False)  # the owner's attribute (ATTRIBUTE)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("target", "occurrence", "slot", "spec", "paths"):
+        for k in ("target", "occurrence", "slot", "spec", "paths", "attribute"):
             d.pop(k)
         return {k: v.value if isinstance(v, Enum) else v for k, v in d.items()}
 

@@ -162,7 +162,7 @@ class _Recorder(TorchFunctionMode):
         passthrough = eco.is_passthrough_function(func)
         out_keys = self._outputs(outs, passthrough, ins)
         op = eco.functional_op(func)
-        site = function_site(op, tuple(args[1:]), kwargs) if op is not None else None
+        site = function_site(op, tuple(args[1:]), kwargs, func) if op is not None else None
         owner, owner_call = self.owner()
         name = getattr(func, "__name__", None) or repr(func)
         self.calls.append(
@@ -273,7 +273,7 @@ def record_fx(model: nn.Module) -> Trace:
         passthrough = not method and eco.is_passthrough_function(node.target)
         site = None
         if op is not None:
-            site = function_site(op, tuple(node.args[1:]), dict(node.kwargs))
+            site = function_site(op, tuple(node.args[1:]), dict(node.kwargs), node.target)
             site.node = node.name
         name = node.target if method else getattr(node.target, "__name__", str(node.target))
         calls.append(
@@ -365,6 +365,7 @@ def split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
 
 def discover(model: nn.Module, example_inputs: Any = None) -> Trace:
     eco.register_libraries()
+    eco.probe_modules(model)  # before any recording: probing runs modules
     if example_inputs is not None:
         args, kwargs = split_inputs(example_inputs)
         try:
