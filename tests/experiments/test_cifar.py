@@ -147,7 +147,10 @@ def test_a_folder_missing_some_files_names_them(tmp_path, custom):
     (folder / "batches.meta").unlink()
     with pytest.raises(DatasetMissingError) as e:
         cifar("cifar10", tmp_path)
-    assert one_line(e).startswith(f"{folder} lacks data_batch_3, batches.meta: re-extract ")
+    assert one_line(e) == (
+        f"{folder} lacks data_batch_3, batches.meta: re-extract cifar-10-python.tar.gz from "
+        "https://www.cs.toronto.edu/~kriz/cifar.html, or --set download=true when online"
+    )
 
 
 def test_download_failure_is_one_line(tmp_path, monkeypatch):

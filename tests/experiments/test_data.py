@@ -248,9 +248,30 @@ def test_a_folder_holding_part_of_the_files(tmp_path):
     with pytest.raises(DatasetMissingError) as e:
         fashion_mnist(tmp_path)
     assert one_line(e) == (
-        f"{raw} holds only part of Fashion-MNIST (no t10k-labels-idx1-ubyte): add the missing "
-        f"files: {REFETCH}"
+        f"{raw} holds only part of Fashion-MNIST (no t10k-labels-idx1-ubyte): copy the missing "
+        "files there from https://github.com/zalandoresearch/fashion-mnist, or --set "
+        "download=true when online"
     )
+
+
+def test_download_completes_a_folder_holding_part_of_the_files(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    write_fashion(tmp_path, gz=True)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    gone = raw / "t10k-labels-idx1-ubyte.gz"
+    kept = gone.read_bytes()
+    gone.unlink()
+    fetched = []
+
+    def fake(url, root, filename=None, md5=None):
+        fetched.append(filename)
+        if filename == gone.name:
+            gone.write_bytes(kept)
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake)
+    assert fashion_mnist(tmp_path, download=True)[3].shape == (4,)
+    assert gone.name in fetched
 
 
 def test_a_bad_debian_file_says_reinstall(tmp_path, monkeypatch):

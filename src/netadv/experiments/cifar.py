@@ -125,7 +125,10 @@ def _missing_message(spec: CifarFiles, root: Path, folder: Path, missing: list[s
             f"({spec.folder}/) there (from {SITE}), point --set data_dir=DIR at the folder "
             "holding it, or --set download=true when online"
         )
-    return f"{folder} lacks {', '.join(missing)}: {spec.refetch}"
+    return (
+        f"{folder} lacks {', '.join(missing)}: re-extract {spec.archive} from {SITE}, or "
+        "--set download=true when online"
+    )
 
 
 def _download(spec: CifarFiles, root: Path) -> None:

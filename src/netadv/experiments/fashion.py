@@ -45,6 +45,10 @@ GET = (
     "FashionMNIST/raw/*-ubyte, or --set download=true when online"
 )
 REINSTALL = "reinstall it with `apt-get install --reinstall dataset-fashion-mnist`"
+ADD_MISSING = (
+    "copy the missing files there from https://github.com/zalandoresearch/fashion-mnist, or "
+    "--set download=true when online"
+)
 REFETCH = (
     "replace it with an intact copy from https://github.com/zalandoresearch/fashion-mnist "
     "(or delete it and --set download=true when online)"
@@ -58,6 +62,8 @@ def fashion_mnist(
     (10000, 1, 28, 28), test labels. ``data_dir`` must exist when given (never created)."""
     root, _ = data_root(data_dir, HOLDS)
     raw = root / "FashionMNIST" / "raw"
+    if download and 0 < len(_found(raw)) < len(FILES):
+        _download(raw)  # completes a folder holding part of the files
     files = _files(raw) or _files(DEBIAN)
     if files is None and download:
         _download(raw)
@@ -71,21 +77,27 @@ def _fix(folder: Path) -> str:
     return REINSTALL if folder == DEBIAN else REFETCH
 
 
-def _files(folder: Path) -> dict[str, Path] | None:
-    """Each file's path (plain preferred to .gz); None when the folder holds none of them."""
+def _found(folder: Path) -> dict[str, Path]:
+    """The path of each file the folder holds (plain preferred to .gz)."""
     found = {}
     for name in FILES:
         for path in (folder / name, folder / f"{name}.gz"):
             if path.is_file():
                 found[name] = path
                 break
+    return found
+
+
+def _files(folder: Path) -> dict[str, Path] | None:
+    """Every file's path; None when the folder holds none of them, an error when only some."""
+    found = _found(folder)
     if not found:
         return None
     missing = [name for name in FILES if name not in found]
     if missing:
         raise DatasetMissingError(
             f"{folder} holds only part of Fashion-MNIST (no {', '.join(missing)}): "
-            f"add the missing files: {_fix(folder)}"
+            + (REINSTALL if folder == DEBIAN else ADD_MISSING)
         )
     return found
 
