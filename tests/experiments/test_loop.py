@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
 
 from netadv.errors import ConfigError
 from netadv.experiments import config as config_mod
-from netadv.experiments.data import DatasetMissingError, image_datasets
+from netadv.experiments.data import image_datasets
 from netadv.experiments.loop import TrainingDiverged, train
 from netadv.experiments.models import build_model
 from netadv.experiments.run_folder import CHECKPOINT
@@ -92,46 +90,6 @@ def test_ga_that_changes_nothing_is_an_error(tmp_path):
 
 
 # -- data -----------------------------------------------------------------------------------
-
-
-def _write_cifar(root: Path, name: str, n_per_file: int = 20) -> None:
-    """Small files in the real CIFAR python format."""
-    rng = np.random.default_rng(0)
-    folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
-    folder.mkdir(parents=True)
-    classes = 10 if name == "cifar10" else 100
-    label_key = "labels" if name == "cifar10" else "fine_labels"
-    files = (
-        [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-        if name == "cifar10"
-        else ["train", "test"]
-    )
-    for f in files:
-        batch = {
-            "data": rng.integers(0, 256, (n_per_file, 3072), dtype=np.uint8),
-            label_key: rng.integers(0, classes, n_per_file).tolist(),
-        }
-        (folder / f).write_bytes(pickle.dumps(batch))
-    meta = ("batches.meta", "label_names") if name == "cifar10" else ("meta", "fine_label_names")
-    (folder / meta[0]).write_bytes(pickle.dumps({meta[1]: [f"c{i}" for i in range(classes)]}))
-
-
-@pytest.mark.parametrize("name, classes, n_train", [("cifar10", 10, 100), ("cifar100", 100, 20)])
-def test_cifar_from_local_folder(tmp_path, name, classes, n_train):
-    _write_cifar(tmp_path, name)
-    data = image_datasets(name, tmp_path)
-    assert (data.num_classes, data.in_chans, data.image_size) == (classes, 3, 32)
-    assert len(data.train) == n_train and len(data.test) == 20
-    x, y = data.train[0]
-    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= int(y) < classes
-    # test images are normalised with the training statistics, not augmented
-    assert torch.equal(data.test[3][0], data.test[3][0])
-
-
-def test_missing_dataset_says_how_to_get_it(tmp_path):
-    with pytest.raises(DatasetMissingError, match="--data-dir") as e:
-        image_datasets("cifar10", tmp_path / "nothing")
-    assert "\n" not in str(e.value)
 
 
 def test_digits_and_padding():

@@ -1,87 +1,42 @@
-"""Datasets, through torchvision wherever torchvision has them.
+"""Image classification datasets as uint8 tensors, with torchvision transforms per sample.
 
-Fashion-MNIST comes from (in order) ``--data-dir`` / ``NETADV_DATA``, Debian's
-``dataset-fashion-mnist`` package (gzipped IDX files in /usr/share/datasets/fashion-mnist), or a
-torchvision download when online. Debian's files are linked into torchvision's folder layout
-(``<root>/FashionMNIST/raw``) so torchvision's own reader loads them.
+Each reader checks what it reads and says in one line what to do when a file is missing or
+unusable (``DatasetMissingError``); a ``data_dir`` that does not exist is a ``ConfigError``,
+never created. Fashion-MNIST: :mod:`netadv.experiments.fashion` (IDX files, Debian's package
+read in place); CIFAR-10/100: :mod:`netadv.experiments.cifar` (no code runs from the files).
 """
 
 from __future__ import annotations
 
-import gzip
-import os
-import pickle
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-FASHION_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-GET_FASHION = (
-    "Fashion-MNIST not found: install it with `apt-get install dataset-fashion-mnist` (Debian), "
-    "or pass --data-dir DIR holding FashionMNIST/raw/*-ubyte, or allow a download with "
-    "--download when online"
-)
+from netadv.experiments.cifar import cifar
+from netadv.experiments.dataset_files import DatasetMissingError, default_root
+from netadv.experiments.fashion import fashion_mnist
 
-
-class DatasetMissingError(FileNotFoundError):
-    """A dataset is not on this machine; the message says how to get it."""
-
-
-def default_root() -> Path:
-    return Path(os.environ.get("NETADV_DATA", Path.home() / ".cache" / "netadv" / "data"))
-
-
-def _stage_debian_fashion(root: Path) -> None:
-    """Decompress Debian's IDX files into torchvision's layout (once)."""
-    raw = root / "FashionMNIST" / "raw"
-    if all((raw / f).exists() for f in FASHION_FILES):
-        return
-    if not all((DEBIAN_FASHION_MNIST / f"{f}.gz").exists() for f in FASHION_FILES):
-        return
-    raw.mkdir(parents=True, exist_ok=True)
-    for f in FASHION_FILES:
-        tmp = raw / f"{f}.partial"
-        with gzip.open(DEBIAN_FASHION_MNIST / f"{f}.gz", "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        tmp.rename(raw / f)
+__all__ = [
+    "DatasetMissingError",
+    "ImageData",
+    "TensorImages",
+    "default_root",
+    "fashion_mnist_tensors",
+    "image_datasets",
+]
 
 
 def fashion_mnist_tensors(
     root: str | Path | None = None, *, download: bool = False
 ) -> tuple[TensorDataset, TensorDataset]:
     """(train, test) as float tensors in [0, 1], shape (N, 1, 28, 28), and int64 labels."""
-    from torchvision.datasets import FashionMNIST
-
-    root = Path(root) if root is not None else default_root()
-    _stage_debian_fashion(root)
-    out = []
-    for train in (True, False):
-        try:
-            ds = FashionMNIST(str(root), train=train, download=download)
-        except RuntimeError as e:  # torchvision: "Dataset not found"
-            raise DatasetMissingError(f"{GET_FASHION} (looked in {root})") from e
-        images = ds.data.unsqueeze(1).to(torch.float32).div_(255)
-        out.append(TensorDataset(images, ds.targets.long()))
-    return out[0], out[1]
-
-
-# --------------------------------------------------------------------------------------------
-# Image classification datasets as uint8 tensors + torchvision transforms per sample.
-
-GET_CIFAR = (
-    "{name} not found in {root}: put the python-version archive's folder ({folder}/) there "
-    "(from https://www.cs.toronto.edu/~kriz/cifar.html), pass --data-dir DIR, or set "
-    "download: true when online"
-)
+    xtr, ytr, xte, yte = fashion_mnist(root, download=download)
+    return (
+        TensorDataset(xtr.to(torch.float32).div_(255), ytr),
+        TensorDataset(xte.to(torch.float32).div_(255), yte),
+    )
 
 
 @dataclass
@@ -106,41 +61,6 @@ class TensorImages(Dataset):
     def __getitem__(self, i: int):
         x = self.images[i]
         return (self.transform(x) if self.transform is not None else x), self.labels[i]
-
-
-def _cifar(name: str, root: Path, download: bool) -> tuple[torch.Tensor, ...]:
-    from torchvision.datasets import CIFAR10, CIFAR100
-
-    base = CIFAR10 if name == "cifar10" else CIFAR100
-
-    class LocalCIFAR(base):
-        # torchvision verifies md5 sums of the official files; a local folder in the same
-        # format (a subset, a re-pack) is accepted as long as every file is there and loads.
-        def _check_integrity(self) -> bool:
-            folder = Path(self.root) / self.base_folder
-            files = [f for f, _ in self.train_list + self.test_list] + [self.meta["filename"]]
-            return all((folder / f).exists() for f in files)
-
-        def _load_meta(self) -> None:
-            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
-                data = pickle.load(f, encoding="latin1")
-            self.classes = data[self.meta["key"]]
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-    cls = base if download else LocalCIFAR
-    out = []
-    for train in (True, False):
-        try:
-            ds = cls(str(root), train=train, download=download)
-        except RuntimeError as e:
-            raise DatasetMissingError(
-                GET_CIFAR.format(name=name, root=root, folder=base.base_folder)
-            ) from e
-        out += [
-            torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
-            torch.tensor(ds.targets, dtype=torch.long),
-        ]
-    return tuple(out)
 
 
 def _digits() -> tuple[torch.Tensor, ...]:
@@ -178,11 +98,15 @@ def image_datasets(
     augment: bool = True,
     limit_train: int | None = None,
     limit_test: int | None = None,
+    verify_cifar: bool | None = None,
 ) -> ImageData:
     """Train/test datasets with standard augmentation (random crop with padding, horizontal
-    flip) on train and per-channel normalisation from the training set."""
-    root = Path(root) if root is not None else default_root()
-    xtr, ytr, xte, yte, classes = _images(name, root, download)
+    flip) on train and per-channel normalisation from the training set.
+
+    ``root``: the folder holding the dataset's files (must exist; None: netadv's cache, and
+    Debian's package for Fashion-MNIST). ``verify_cifar``: check CIFAR files against the
+    published MD5 sums (None: unless ``NETADV_ALLOW_CUSTOM_CIFAR=1``)."""
+    xtr, ytr, xte, yte, classes = _images(name, root, download, verify_cifar)
     if limit_train:
         xtr, ytr = xtr[:limit_train], ytr[:limit_train]
     if limit_test:
@@ -200,15 +124,13 @@ def image_datasets(
     )
 
 
-def _images(name: str, root: Path, download: bool) -> tuple:
+def _images(name: str, root: str | Path | None, download: bool, verify: bool | None) -> tuple:
     """uint8 train images, labels, test images, labels (N, C, H, W), and the class count."""
     if name == "fashion-mnist":
-        train, test = fashion_mnist_tensors(root, download=download)
-        xtr, ytr = (train.tensors[0] * 255).round().to(torch.uint8), train.tensors[1]
-        xte, yte = (test.tensors[0] * 255).round().to(torch.uint8), test.tensors[1]
-        return xtr, ytr, xte, yte, 10
+        return (*fashion_mnist(root, download=download), 10)
     if name in ("cifar10", "cifar100"):
-        return (*_cifar(name, root, download), 10 if name == "cifar10" else 100)
+        images = cifar(name, root, download=download, verify=verify)
+        return (*images, 10 if name == "cifar10" else 100)
     if name == "digits":
         return (*_digits(), 10)
     if name == "synthetic":
