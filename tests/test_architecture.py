@@ -20,7 +20,7 @@ LAYERS = [
     ("netadv.functional",),
     ("netadv.layers",),
     ("netadv.rewrite",),
-    ("netadv.diagnostics", "netadv.plots"),
+    ("netadv.diagnostics", "netadv.plots", "netadv.saving"),
     ("netadv",),
     ("netadv.experiments", "netadv.bench"),
     ("netadv.demo",),

@@ -9,6 +9,7 @@ from netadv.fused import get_backend, set_backend
 from netadv.layers.adversarial import Adversarial, adversarial
 from netadv.layers.hdfgd import HDFGD, hdfgd, penalty
 from netadv.rewrite import RewritePlan, plan, rewrite
+from netadv.saving import load, save
 
 __all__ = [
     "HDFGD",
@@ -23,10 +24,12 @@ __all__ = [
     "get_backend",
     "hdfgd",
     "list_activations",
+    "load",
     "penalty",
     "plan",
     "register_activation",
     "rewrite",
+    "save",
     "set_backend",
     "stable_interval",
 ]

@@ -15,7 +15,14 @@ from netadv.layers.hdfgd import hdfgd
 from netadv.rewrite import ecosystem as eco
 from netadv.rewrite.graph import OwnerGraph, install, point_to, unique_name
 from netadv.rewrite.modules import Folded, activation_module
-from netadv.rewrite.plan import DEFAULTS, MARKER, check_not_rewritten, fingerprint, plan
+from netadv.rewrite.plan import (
+    DEFAULTS,
+    MARKER,
+    RECIPE,
+    check_not_rewritten,
+    fingerprint,
+    plan,
+)
 from netadv.rewrite.site import BLOCKS, RewritePlan, Role, Route, Site
 
 
@@ -140,6 +147,7 @@ def apply_plan(model: nn.Module, p: RewritePlan) -> None:
     changed = [s.path or s.owner for s in p.sites if s.route is not None] + list(swaps)
     eco.after_rewrite(model, changed)
     setattr(model, MARKER, f"netadv.rewrite(method={p.method!r}): {p.summary()}")
+    setattr(model, RECIPE, p.recipe())
 
 
 def _rewrite_owner(

@@ -49,7 +49,7 @@ from netadv.rewrite.policy import (
     unreachable,
 )
 from netadv.rewrite.site import BLOCKS, METHODS, Method, RewritePlan, Role, Route, Site
-from netadv.rewrite.trace import discover
+from netadv.rewrite.trace import describe_inputs, discover
 
 #: Layer options each method passes through to the layers it builds.
 LAYER_OPTIONS = {
@@ -67,6 +67,8 @@ DEFAULTS = {
 }
 #: Attribute of a rewritten model saying what rewrote it.
 MARKER = "_netadv_rewrite"
+#: Attribute of a rewritten model holding its plan's recipe (what netadv.save writes).
+RECIPE = "_netadv_recipe"
 
 
 def plan(
@@ -121,6 +123,7 @@ def plan(
         params_before=n_params(model),
         fingerprint=fingerprint(model),
         activation_object=activation,
+        inputs=describe_inputs(example_inputs),
     )
 
 

@@ -95,6 +95,16 @@ class Site:
         return {k: v.value if isinstance(v, Enum) else v for k, v in d.items()}
 
 
+#: The fields of a site a saved recipe is checked against when it is loaded.
+RECIPE_FIELDS = ("index", "name", "activation", "becomes", "new_activation", "producer", "norm",
+                 "consumer", "params_delta")  # fmt: skip
+
+
+def _recipe_site(s: Site) -> dict[str, Any]:
+    d = s.to_dict()
+    return {k: d[k] for k in RECIPE_FIELDS}
+
+
 @dataclass
 class RewritePlan:
     """What :func:`netadv.rewrite` will do to a model, site by site."""
@@ -108,6 +118,22 @@ class RewritePlan:
     params_before: int
     fingerprint: tuple = field(repr=False, default=())
     activation_object: Any = field(repr=False, default=None)
+    #: the example inputs' shapes and dtypes (:func:`netadv.rewrite.trace.describe_inputs`)
+    inputs: Any = field(repr=False, default=None)
+
+    def recipe(self) -> dict[str, Any]:
+        """What :func:`netadv.save` records to redo this plan on a fresh base model: the call
+        (method, activation by name, options, example input shapes) and the sites it gave."""
+        return {
+            "method": str(self.method),
+            "activation": self.activation,
+            "options": dict(self.options),
+            "inputs": self.inputs,
+            "discovery": self.discovery,
+            "sites": [_recipe_site(s) for s in self.sites],
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+        }
 
     @property
     def params_after(self) -> int:

@@ -350,6 +350,41 @@ def infer_inputs(model: nn.Module) -> tuple[tuple, dict, str] | None:
     return None
 
 
+def describe_inputs(example_inputs: Any) -> dict[str, Any] | None:
+    """The shapes and dtypes of example inputs (``{"args": [...], "kwargs": {...}}``), what a
+    saved recipe needs to find the same sites again; None without inputs."""
+    if example_inputs is None:
+        return None
+    args, kwargs = split_inputs(example_inputs)
+
+    def one(t: Any) -> dict[str, Any] | None:
+        if not isinstance(t, torch.Tensor):
+            return None  # a non-tensor input (a flag): the recipe cannot remake it
+        return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+
+    return {"args": [one(a) for a in args], "kwargs": {k: one(v) for k, v in kwargs.items()}}
+
+
+def make_inputs(description: dict[str, Any] | None) -> Any:
+    """Inputs of the described shapes and dtypes: fixed-seed normal floats, ones for integers
+    and booleans (token ids and attention masks that keep every position)."""
+    if description is None:
+        return None
+    gen = torch.Generator().manual_seed(0)
+
+    def one(d: dict[str, Any] | None) -> Any:
+        if d is None:
+            raise ConfigError("the recipe's example inputs include a non-tensor: pass inputs")
+        dtype = getattr(torch, d["dtype"])
+        if dtype.is_floating_point:
+            return torch.randn(d["shape"], generator=gen).to(dtype)
+        return torch.ones(d["shape"], dtype=dtype)
+
+    if description["kwargs"]:
+        return {k: one(v) for k, v in description["kwargs"].items()}
+    return tuple(one(a) for a in description["args"])
+
+
 def split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
     if isinstance(example_inputs, dict):
         return (), dict(example_inputs)
