@@ -9,6 +9,10 @@ import fcntl
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ import yaml
 from netadv.cli import main
 from netadv.experiments import run_folder
 from netadv.experiments.loop import train
+from netadv.experiments.report import load_run
 from netadv.experiments.run_folder import CHECKPOINT, LOCK_FILE, RunFolderError
 
 
@@ -153,7 +158,7 @@ def test_damaged_checkpoint_is_one_line_exit_2_and_nothing_lost(
 
 def _failing_write(monkeypatch, error: int, name: str, call: int = 1) -> None:
     """Fault injection: the ``call``-th write of ``name`` (any file: "*") writes half its
-    bytes, then fails with ``error``."""
+    bytes, then fails with ``error`` naming no file (as write() and fsync() fail)."""
     write, calls = run_folder.write_file, []
 
     def failing(path: Path, data: bytes) -> None:
@@ -161,7 +166,7 @@ def _failing_write(monkeypatch, error: int, name: str, call: int = 1) -> None:
             calls.append(1)
             if len(calls) == call:
                 path.write_bytes(data[: len(data) // 2])
-                raise OSError(error, os.strerror(error), str(path))
+                raise OSError(error, os.strerror(error))
         write(path, data)
 
     monkeypatch.setattr(run_folder, "write_file", failing)
@@ -237,3 +242,28 @@ def test_a_run_being_trained_is_not_resumed_or_started_again(finished, tiny, tmp
                 train(tiny("name=b"), quiet=True)
     # released: it resumes
     assert train(tiny("name=a", "epochs=3"), resume=True, quiet=True)["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_sigkill_frees_the_lock_compare_reads_died_and_resume_works(tmp_path, tiny_file, tiny):
+    """The lock is the process's: alive, compare reads the run as running; SIGKILLed, the
+    system frees it, compare reads died, and the run resumes."""
+    config = tiny_file("name=k", "epochs=40")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "netadv", "train", "--quiet", "--config", str(config)]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    run = tmp_path / "k"
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / CHECKPOINT).exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        assert load_run(run).status == "running"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert load_run(run).status == "died"
+    summary = train(tiny("name=k", "epochs=40"), resume=True, quiet=True)
+    assert summary["status"] == "ok" and _epochs(run) == list(range(1, 41))

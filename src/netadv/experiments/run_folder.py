@@ -255,7 +255,7 @@ class RunFolder:
         checkpoint (None: keep the previous one) and the summary, each replaced atomically."""
         for name, text in files.items():
             self.write_text(name, text)
-        with open(self.file(METRICS_FILE), "a") as f:
+        with _naming(self.file(METRICS_FILE)), open(self.file(METRICS_FILE), "a") as f:
             f.write(json.dumps(row) + "\n")
         if checkpoint is not None:
             buffer = io.BytesIO()  # serialised first: a full disk fails in write(), with ENOSPC
@@ -280,8 +280,9 @@ class RunFolder:
         path = self.file(name)
         tmp = path.with_name(path.name + ".tmp")
         try:
-            write_file(tmp, data)
-            tmp.replace(path)
+            with _naming(path):
+                write_file(tmp, data)
+                tmp.replace(path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -376,6 +377,18 @@ def write_file(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError inside that names no file (a write() or fsync() on a full disk) names
+    ``path``."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 def _load_states(path: Path, state: dict, model: nn.Module, optimizer, scheduler) -> None:
