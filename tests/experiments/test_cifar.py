@@ -21,6 +21,8 @@ from netadv.experiments import cifar as cifar_mod
 from netadv.experiments.cifar import ALLOW_CUSTOM, cifar, cifar_files
 from netadv.experiments.data import DatasetMissingError, image_datasets
 
+SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
+
 NAMES = ("cifar10", "cifar100")
 
 
@@ -301,7 +303,15 @@ def test_cli_refuses_a_malicious_folder_in_one_line(tmp_path, custom, capsys):
     marker = tmp_path / "pwned"
     folder = write_cifar(tmp_path / "data", "cifar10")
     (folder / "test_batch").write_bytes(pickle.dumps({"data": RunsCode(marker)}))
-    argv = ["train", "--set", "dataset=cifar10", "--set", f"data_dir={tmp_path / 'data'}"]
+    argv = [
+        "train",
+        "--config",
+        str(SMOKE),
+        "--set",
+        "dataset=cifar10",
+        "--set",
+        f"data_dir={tmp_path / 'data'}",
+    ]
     assert main([*argv, "--set", f"output_dir={tmp_path / 'runs'}", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"netadv train: error: {folder / 'test_batch'} is not a CIFAR file")

@@ -19,6 +19,8 @@ from netadv.experiments import fashion as fashion_mod
 from netadv.experiments.data import DatasetMissingError, fashion_mnist_tensors, image_datasets
 from netadv.experiments.fashion import DEBIAN, FILES, fashion_mnist
 
+SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
+
 CIFAR_SITE = "https://www.cs.toronto.edu/~kriz/cifar.html"
 HAS_DEBIAN = all((DEBIAN / f"{f}.gz").is_file() for f in FILES)
 REFETCH = (
@@ -145,7 +147,15 @@ def test_data_dir_that_is_a_file(tmp_path):
 
 def test_cli_mistyped_data_dir_exits_2_with_one_line(tmp_path, capsys):
     typo = tmp_path / "typo"
-    argv = ["train", "--set", "dataset=fashion-mnist", "--set", f"data_dir={typo}"]
+    argv = [
+        "train",
+        "--config",
+        str(SMOKE),
+        "--set",
+        "dataset=fashion-mnist",
+        "--set",
+        f"data_dir={typo}",
+    ]
     assert main([*argv, "--set", f"output_dir={tmp_path / 'runs'}", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"netadv train: error: data_dir {typo} does not exist: --set data_dir=")

@@ -4,16 +4,20 @@ statistics computed here from their formulas (Welch's t-test written out by hand
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
+import re
 
 import numpy as np
 import pytest
 import yaml
 from scipy import stats
 
+from netadv.cli import main as cli_main
 from netadv.cli.compare import add_arguments as add_compare_arguments
 from netadv.cli.compare import run as compare_main
+from netadv.experiments.loop import train
 from netadv.experiments.report import (
     compare,
     find_run_dirs,
@@ -21,6 +25,7 @@ from netadv.experiments.report import (
     load_run,
     report_table,
 )
+from netadv.experiments.run_folder import LOCK_FILE
 
 # final Top-1 / Top-5 (fractions) and seconds per epoch of three seeds per arm
 ARMS = {
@@ -434,3 +439,83 @@ def test_target_can_be_set_after_the_runs(three_arms):
         assert rows[arm]["target"] == 0.5 and rows[arm]["target_reached"] == 3
     never = report_table(runs, target=0.99)[0]
     assert never["target_reached"] == 0 and never["time_to_target_mean"] is None
+
+
+# -- runs that died, arms that pool different runs ------------------------------------------
+
+
+def test_a_run_whose_process_is_gone_is_shown_as_died(tmp_path, tiny, kill_in_evaluation):
+    dirs = [tmp_path / f"b{seed}" for seed in range(3)]
+    for seed in range(2):
+        train(tiny(f"name=b{seed}", f"seed={seed}"), quiet=True)
+    kill_in_evaluation(2)  # killed in epoch 2: its summary still says "running"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny("name=b2", "seed=2"), quiet=True)
+    died = load_run(dirs[2])
+    assert died.summary["status"] == "running" and died.status == "died"
+
+    rows = report_table([load_run(d) for d in dirs])
+    assert (rows[0]["n"], rows[0]["died"], rows[0]["running"]) == (2, 1, 0)
+    assert "| 1 died |" in format_table(rows)
+    report = compare(dirs, tmp_path / "out").read_text()
+    assert "- baseline, seed 2: died after 1 epoch(s)" in report
+    assert "| baseline | 2 | died |" in report and "running" not in report.split("## Runs")[1]
+
+    # while a process holds its lock, the same folder is a running run
+    with open(dirs[2] / LOCK_FILE) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert load_run(dirs[2]).status == "running"
+
+
+def _set_config(run, **values) -> None:
+    path = run / "config.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **values}))
+
+
+@pytest.mark.parametrize(
+    "key, change, shown",
+    [
+        ("epochs", {"epochs": 2}, "epochs (2 / 3)"),
+        ("dataset", {"dataset": "cifar100"}, "dataset (cifar10 / cifar100)"),
+        ("model_kwargs", {"model_kwargs": {"depth": 4}}, 'model_kwargs (null / {"depth": 4})'),
+        ("limit_train", {"limit_train": 1000}, "limit_train (1000 / null)"),
+    ],
+)
+def test_an_arm_pooling_runs_of_different_settings_is_refused(tmp_path, capsys, key, change, shown):
+    dirs = [
+        make_run(tmp_path, arm, s, diagnostics=False)
+        for arm in ("baseline", "sa")
+        for s in range(2)
+    ]
+    _set_config(dirs[1], **change)
+    with pytest.raises(
+        ValueError, match="arm baseline pools runs that differ in " + re.escape(shown)
+    ):
+        compare(dirs, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+    argv = [*map(str, dirs), "-o", str(tmp_path / "out")]
+    assert cli_main(["compare", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("netadv compare: error: arm baseline pools") and err.count("\n") == 1
+    assert "pass --allow-mixed to pool them anyway" in err
+
+    assert cli_main(["compare", *argv, "--allow-mixed"]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert (
+        f"> **Mixed arms (--allow-mixed):** arm baseline pools runs that differ in {shown}."
+        in report
+    )
+
+
+def test_translation_arms_are_checked_on_their_data_settings(tmp_path):
+    dirs = [
+        make_run(tmp_path, a, s, task="translate", diagnostics=False)
+        for a in ("baseline", "ga")
+        for s in range(2)
+    ]
+    _set_config(dirs[0], vocab_size=8000)
+    with pytest.raises(
+        ValueError, match=r"arm baseline pools runs that differ in vocab_size \(8000 / null\)"
+    ):
+        compare(dirs, tmp_path / "out")

@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the target for time to target (Top-1 as a fraction, or BLEU), read off the "
         "runs' per-epoch metrics instead of their config's target",
     )
+    parser.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="pool runs into an arm even when their dataset, model, model_kwargs, epochs or "
+        "data limits differ (the report says so)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--vs takes ARM=REF, got {item!r}")
         references[arm] = ref
     path, rows = write_report(
-        args.run_dirs, args.output_dir, args.baseline, references, args.target
+        args.run_dirs, args.output_dir, args.baseline, references, args.target, args.allow_mixed
     )
     print(f"wrote {path}")
     print(format_table(rows))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from netadv.cli.train import add_config_arguments
-from netadv.experiments import config as config_mod
+from netadv.cli.train import add_config_arguments, load_config
 from netadv.experiments.sweep import parse_list, sweep
 
 HELP = "train a config over methods x seeds"
@@ -18,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_mod.load(args.config, args.set)
+    cfg = load_config(args)
     runs = sweep(
         cfg,
         parse_list(args.methods),

@@ -91,8 +91,15 @@ def batches(images: Images, cfg: RunConfig, place: Placement, epoch: int, size: 
         sampler = rank_sampler(train, place, cfg.seed, epoch)
     else:
         sampler = RandomSampler(train, generator=epoch_generator(cfg.seed, epoch))
+    # the workers' seeds (and so their augmentation) from a per-epoch generator, not from the
+    # global one: the same after a resume, whatever the evaluation drew
     return DataLoader(
-        train, batch_size=size, sampler=sampler, num_workers=cfg.num_workers, drop_last=False
+        train,
+        batch_size=size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        drop_last=False,
+        generator=epoch_generator(cfg.seed, epoch, stream=1),
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from netadv.errors import ConfigError
@@ -62,7 +63,8 @@ class RunConfig:
     grad_clip: float | None = None
     seed: int = 0
     amp: bool = False
-    device: str = "auto"
+    device: str = "auto"  # auto (a CUDA GPU if torch sees one, else CPU), cpu, cuda, cuda:N, mps
+    threads: int | None = None  # torch intra-op threads; None: torch's default (see README)
     # evaluation and output
     eval_every: int = 1
     target_accuracy: float | None = None
@@ -116,6 +118,13 @@ class RunConfig:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 (null: torch's default), got {self.threads}")
+        check_device(self.device)
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
             raise ConfigError(
                 f"target_accuracy is a fraction in (0, 1], got {self.target_accuracy}"
@@ -150,6 +159,24 @@ class RunConfig:
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def check_device(name: str) -> None:
+    """``name`` is a device this machine has (checked when the config is made, not mid-run)."""
+    kind, _, index = name.partition(":")
+    if kind not in ("auto", "cpu", "cuda", "mps") or (index and not index.isdigit()):
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={name} but torch sees no CUDA GPU on this machine: use device=cpu (or auto)"
+        )
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={name} but this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+            "(cuda:0 is the first)"
+        )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name} but torch has no MPS backend here: use device=cpu")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
@@ -217,10 +244,17 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} not found (see configs/ for examples)")
+        if path.is_dir():
+            raise ConfigError(
+                f"--config {path} is a folder; give a YAML file, e.g. --config configs/smoke.yaml"
+            )
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            why = getattr(e, "strerror", None) or "not a text file"
+            raise ConfigError(f"cannot read config file {path}: {why}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping of config keys")
     return from_dict(apply_overrides(data, overrides))
@@ -242,3 +276,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
 def with_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
     """A copy of ``cfg`` with ``key=value`` overrides applied."""
     return from_dict(apply_overrides(copy.deepcopy(cfg.to_dict()), overrides))
+
+
+UNSET = "(unset)"
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, tuple]:
+    """The keys whose values differ between two config mappings, nested keys by dotted name
+    (``rewrite.period``): {key: (old value, new value)}, a missing key as ``UNSET``. Values
+    are compared as YAML writes and reads them back (a tuple equals a list)."""
+    old, new = _as_yaml(old), _as_yaml(new)
+    out: dict[str, tuple] = {}
+    for key in [*old, *(k for k in new if k not in old)]:
+        a, b = old.get(key, UNSET), new.get(key, UNSET)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[f"{prefix}{key}"] = (a, b)
+    return out
+
+
+def _as_yaml(data: dict[str, Any]) -> dict[str, Any]:
+    return yaml.safe_load(yaml.safe_dump(data)) or {}

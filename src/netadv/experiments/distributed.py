@@ -58,13 +58,18 @@ def pick_device(name: str) -> torch.device:
 
 
 def hardware(place: Placement) -> str:
-    """One line naming where a run ran (s/epoch compares only within one machine)."""
+    """One line naming where a run ran (s/epoch compares only within one machine), with torch's
+    intra-op threads per process."""
     device = place.device
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
         name = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    return f"{place.world} x {device.type} ({name}), torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    return (
+        f"{place.world} x {device.type} ({name}), torch {torch.__version__}, "
+        f"{threads} thread{'s' if threads > 1 else ''}"
+    )
 
 
 def sum_over_ranks(values: list[float], place: Placement) -> list[float]:
@@ -98,9 +103,10 @@ def rank_sampler(data: Any, place: Placement, seed: int, epoch: int) -> Distribu
     return sampler
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A fresh, seed-determined random order per epoch: the same after a resume."""
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A fresh, seed-determined generator per epoch, the same after a resume: stream 0 for the
+    training order, stream 1 for the DataLoader's worker seeds."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch + stream * 1_000_000_007)
 
 
 def unwrap(net: nn.Module) -> nn.Module:

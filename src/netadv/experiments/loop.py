@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
@@ -25,25 +26,50 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 import netadv
+from netadv.defaults import MAX_GAIN
 from netadv.diagnostics import Diagnostics
 from netadv.errors import ConfigError
-from netadv.experiments import distributed
+from netadv.experiments import distributed, rng
 from netadv.experiments.config import RunConfig
 from netadv.experiments.distributed import Placement, sum_over_ranks
-from netadv.experiments.run_folder import DIAGNOSTICS_FILE, RunFolder, checkpoint_state
+from netadv.experiments.run_folder import (
+    CHECKPOINT,
+    DIAGNOSTICS_FILE,
+    RunFolder,
+    checkpoint_state,
+)
 from netadv.experiments.task import Task
 from netadv.experiments.tasks import task_for
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN/Inf; the last good checkpoint is kept."""
+    """The loss became NaN/Inf: the run is marked diverged and its last checkpoint, if it has
+    one, is kept (an epoch whose evaluation is NaN/Inf is never saved)."""
 
     @classmethod
-    def at(cls, name: str, loss: float, epoch: int, step: int, folder) -> TrainingDiverged:
-        return cls(
-            f"[{name}] loss became {loss} at epoch {epoch}, step {step}; stopped. The last "
-            f"good checkpoint (epoch {epoch - 1}) is kept in {folder}"
+    def at(cls, cfg: RunConfig, what: str, loss: float, where: str, run: RunFolder):
+        kept = (
+            f"the checkpoint of epoch {run.saved_epoch} is kept in {run.file(CHECKPOINT)}"
+            if run.saved_epoch and run.file(CHECKPOINT).exists()
+            else f"no checkpoint was written ({run.path} has none)"
         )
+        return cls(f"[{cfg.name}] {what} became {loss} {where}; stopped, {kept}. {advice(cfg)}")
+
+
+def advice(cfg: RunConfig) -> str:
+    """What to change in a new run after a divergence (a resume takes the same config)."""
+    tries = [f"a lower lr (now {cfg.lr:g})"]
+    if cfg.grad_clip is None:
+        tries.append("grad_clip: 1.0")
+    else:
+        tries.append(f"a smaller grad_clip (now {cfg.grad_clip:g})")
+    if cfg.warmup_epochs == 0:
+        tries.append("warmup_epochs: 1")
+    if cfg.amp:
+        tries.append("amp: false")
+    if cfg.method in ("ga", "sa"):  # A_f's gain outside the stable interval grows with it
+        tries.append(f"a smaller rewrite.max_gain (now {cfg.rewrite.get('max_gain', MAX_GAIN):g})")
+    return f"Try a new run (another name) with {', '.join(tries[:-1])} or {tries[-1]}"
 
 
 def train(cfg: RunConfig, *, resume: bool = False, quiet: bool = False) -> dict:
@@ -53,10 +79,27 @@ def train(cfg: RunConfig, *, resume: bool = False, quiet: bool = False) -> dict:
 
 def fit(cfg: RunConfig, task: Task, *, resume: bool = False, quiet: bool = False) -> dict:
     """Train ``cfg`` on ``task``; returns the summary (also written to the run folder)."""
-    # one process, or one rank of a torchrun launch: rank 0 ("main") writes and prints
-    place = distributed.setup(cfg.device)
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:  # on a busy machine torch's default can be many times slower
+        torch.set_num_threads(cfg.threads)
+    run = None
+    try:
+        # one process, or one rank of a torchrun launch: rank 0 ("main") writes and prints
+        place = distributed.setup(cfg.device)
+        # refuses to overwrite a run, to resume one with another config, or a busy one
+        run = RunFolder(cfg, main=place.main, resume=resume)
+        with run.disk_errors():  # a full disk or a read-only folder: one line
+            summary = _fit(cfg, task, place, run, quiet)
+        distributed.shutdown(place)
+        return summary
+    finally:
+        if run is not None:
+            run.close()  # the lock: compare now reads a run left "running" as died
+        torch.set_num_threads(threads)
+
+
+def _fit(cfg: RunConfig, task: Task, place: Placement, run: RunFolder, quiet: bool) -> dict:
     hardware = distributed.hardware(place)
-    run = RunFolder(cfg, main=place.main, resume=resume)  # refuses to overwrite a run
     seed_everything(cfg.seed)
 
     # the data, then the same initial weights for every method, then the method applied
@@ -72,11 +115,13 @@ def fit(cfg: RunConfig, task: Task, *, resume: bool = False, quiet: bool = False
     steps_per_epoch = math.ceil(math.ceil(task.train_size(data) / place.world) / batch_size)
     optimizer = make_optimizer(model, cfg)
     scheduler = LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
+    # the step's machinery (DDP's wrapper on many ranks, mixed precision, diagnostics)
+    trainer = Trainer.create(model, cfg, place, optimizer, scheduler, run)
 
-    # a resumed run continues after its checkpoint, with the metrics rows up to it
-    start_epoch, elapsed, history = 1, 0.0, []
-    if resume:
-        start_epoch, elapsed, history = run.restore(model, optimizer, scheduler)
+    # a resumed run continues after its checkpoint, with the metrics rows up to it and the
+    # random state the uninterrupted run had there
+    done, elapsed, history = trainer.resume(run, place) if run.resume else (0, 0.0, [])
+    summarise_run = partial(summarise, cfg, task, params, flops, hardware)
     if place.main:
         run.start(cfg, history)
         task.save_files(data, run)
@@ -86,21 +131,20 @@ def fit(cfg: RunConfig, task: Task, *, resume: bool = False, quiet: bool = False
                 f"{params:,} params, {flops / 1e6:.1f} MFLOPs/{task.example_name}; "
                 f"{place.world} process(es) on {place.device}"
             )
-
-    # the step's machinery (DDP's wrapper on many ranks, mixed precision, diagnostics)
-    trainer = Trainer.create(model, cfg, place, optimizer, scheduler, run)
-    summarise_run = partial(summarise, cfg, task, params, flops, hardware)
-    if place.main:
+        if run.extended_from is not None:
+            print(extension_note(cfg, run.extended_from), file=sys.stderr)
         run.write_summary(summarise_run(history, "running"))
-    step = (start_epoch - 1) * steps_per_epoch
-    for epoch in range(start_epoch, cfg.epochs + 1):
+
+    step = done * steps_per_epoch
+    for epoch in range(done + 1, cfg.epochs + 1):
         batches = task.batches(data, cfg, place, epoch, batch_size)
         start = time.perf_counter()
         sums, step, bad_loss = trainer.epoch(task, batches, cfg, place, epoch, step, quiet)
         if bad_loss is not None:  # stop; the checkpoint of the last finished epoch stays
             if place.main:
                 run.write_summary(summarise_run(history, "diverged"))
-            raise TrainingDiverged.at(cfg.name, bad_loss, epoch, step, run.path)
+            where = f"at epoch {epoch}, step {step}"
+            raise TrainingDiverged.at(cfg, "the training loss", bad_loss, where, run)
         seconds = time.perf_counter() - start
         elapsed += seconds
         totals = dict(zip(sums, sum_over_ranks(list(sums.values()), place)))
@@ -113,18 +157,37 @@ def fit(cfg: RunConfig, task: Task, *, resume: bool = False, quiet: bool = False
             scores, files = task.evaluate(trainer.net, data, cfg, place)
             row.update(scores)
         history.append(row)
-        summary = summarise_run(history, "running")
-        if place.main:
-            state = checkpoint_state(model, optimizer, scheduler, epoch, elapsed, cfg)
-            run.record_epoch(row, summary, files, state)
-            if not quiet:
-                print(f"[{cfg.name}] epoch {epoch}: {task.epoch_line(row)}; {seconds:.1f} s")
-
+        bad = nonfinite_loss(row)  # such an epoch is not saved: the previous checkpoint stays
+        summary = summarise_run(history, "diverged" if bad else "running")
+        trainer.save(run, row, summary, files, elapsed, place, checkpoint=bad is None)
+        if place.main and not quiet:
+            print(f"[{cfg.name}] epoch {epoch}: {task.epoch_line(row)}; {seconds:.1f} s")
+        if bad:
+            where = f"in the evaluation after epoch {epoch}"
+            raise TrainingDiverged.at(cfg, f"the {bad[0].replace('_', ' ')}", bad[1], where, run)
     summary = summarise_run(history, "ok")
     if place.main:
         run.write_summary(summary)
-    distributed.shutdown(place)
     return summary
+
+
+def extension_note(cfg: RunConfig, before: int) -> str:
+    """The log line of a finished run extended to more epochs."""
+    note = f"[{cfg.name}] extending the run from {before} to {cfg.epochs} epochs"
+    if cfg.schedule == "constant":
+        return f"{note} (a constant learning rate: as if it had been set to {cfg.epochs})"
+    return (
+        f"{note}: the cosine schedule now spans {cfg.epochs} epochs, so the learning rate rises "
+        f"again after epoch {before} (not the run a {cfg.epochs}-epoch config trains)"
+    )
+
+
+def nonfinite_loss(row: dict[str, Any]) -> tuple[str, float] | None:
+    """The first evaluation loss of a metrics row that is NaN/Inf: (its key, value)."""
+    for key, value in row.items():
+        if key.endswith("_loss") and key != "train_loss" and not math.isfinite(value):
+            return key, value
+    return None
 
 
 @dataclass
@@ -138,7 +201,7 @@ class Trainer:
     scaler: torch.amp.GradScaler
     autocast: Callable[[], AbstractContextManager]
     diagnostics: Diagnostics | None
-    grad_clip: float | None
+    cfg: RunConfig
 
     @classmethod
     def create(cls, model, cfg: RunConfig, place: Placement, optimizer, scheduler, run):
@@ -152,7 +215,48 @@ class Trainer:
         dtype = torch.bfloat16 if device == "cpu" else torch.float16
         scaler = torch.amp.GradScaler(device, enabled=amp and dtype == torch.float16)
         autocast = partial(torch.autocast, device, dtype=dtype) if amp else nullcontext
-        return cls(model, net, optimizer, scheduler, scaler, autocast, diagnostics, cfg.grad_clip)
+        return cls(model, net, optimizer, scheduler, scaler, autocast, diagnostics, cfg)
+
+    def resume(self, run: RunFolder, place: Placement) -> tuple[int, float, list[dict]]:
+        """The checkpoint into the model, optimizer, schedule, loss scaler and this rank's
+        random generators; returns the last finished epoch, the train seconds up to it and
+        the metrics rows up to it."""
+        saved = run.restore(self.model, self.optimizer, self.scheduler, place.rank, place.world)
+        if saved.scaler:
+            self.scaler.load_state_dict(saved.scaler)
+        if saved.rng is not None:
+            rng.restore(saved.rng, place.device)
+        return saved.epoch, saved.elapsed, saved.history
+
+    def save(
+        self,
+        run: RunFolder,
+        row: dict,
+        summary: dict,
+        files: dict[str, str],
+        elapsed: float,
+        place: Placement,
+        *,
+        checkpoint: bool,
+    ) -> None:
+        """The end of an epoch in the run folder (rank 0 writes; every rank sends its random
+        state for the checkpoint)."""
+        states = distributed.gather([rng.capture(place.device)], place) if checkpoint else []
+        if not place.main:
+            return
+        state = None
+        if checkpoint:
+            state = checkpoint_state(
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                scaler=self.scaler,
+                rng=states,
+                epoch=row["epoch"],
+                elapsed=elapsed,
+                cfg=self.cfg,
+            )
+        run.record_epoch(row, summary, files, state)
 
     def epoch(
         self,
@@ -196,9 +300,9 @@ class Trainer:
         optimizer and schedule step."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if self.grad_clip:
+        if self.cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         if self.diagnostics is not None:
             self.diagnostics.after_backward(step, epoch)
         self.scaler.step(self.optimizer)

@@ -3,6 +3,7 @@ runs' arms (:func:`compare`)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ from netadv.experiments.report.runs import DIAGNOSTICS_FILE, Run, find_run_dirs,
 from netadv.experiments.report.stats import group_arms, report_table
 from netadv.experiments.report.tables import findings, format_table
 
+# settings the runs of one arm must share to be pooled (besides the task's compared_settings)
+POOLED = ("dataset", "model", "model_kwargs", "epochs", "limit_train", "limit_test")
+
 
 def compare(
     run_dirs: list[str | Path],
@@ -19,13 +23,16 @@ def compare(
     baseline: str = "baseline",
     references: dict[str, str] | None = None,
     target: float | None = None,
+    allow_mixed: bool = False,
 ) -> Path:
     """Write ``report.md`` and its plots (``curves.png``, ``grad_norms.png``,
     ``gain_product.png``) comparing the arms of ``run_dirs`` against ``baseline`` (or an arm
     against ``references[arm]``); return the report's path. ``output_dir`` defaults to the
     runs' common parent folder; ``target`` overrides the runs' target (see
-    :func:`~netadv.experiments.report.stats.report_table`)."""
-    return write_report(run_dirs, output_dir, baseline, references, target)[0]
+    :func:`~netadv.experiments.report.stats.report_table`). Runs pooled into one arm must
+    agree on the data, model and epochs (:data:`POOLED`): a ValueError naming the arm and the
+    keys, unless ``allow_mixed`` (the report then says the arm is mixed)."""
+    return write_report(run_dirs, output_dir, baseline, references, target, allow_mixed)[0]
 
 
 def write_report(
@@ -34,23 +41,33 @@ def write_report(
     baseline: str,
     references: dict[str, str] | None = None,
     target: float | None = None,
+    allow_mixed: bool = False,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """:func:`compare`, also returning the table's rows."""
     dirs = find_run_dirs(run_dirs)
     runs = [load_run(d) for d in dirs]
     rows = report_table(runs, baseline=baseline, references=references, target=target)
     arms = group_arms(runs, baseline)
+    mixed = mixed_arms(arms)
+    if mixed and not allow_mixed:
+        raise ValueError(
+            f"{'; '.join(mixed)}: give such runs different labels (--set label=...), leave "
+            "some out, or pass --allow-mixed to pool them anyway"
+        )
     out = Path(output_dir) if output_dir is not None else _default_output_dir(dirs)
     out.mkdir(parents=True, exist_ok=True)
 
     lines = _header(arms, rows[0]["task"])
+    if mixed:
+        lines += ["", f"> **Mixed arms (--allow-mixed):** {'; '.join(mixed)}."]
     lines += ["", "## Results", "", format_table(rows), ""]
     lines.append(
         "Mean ± std (ddof=1) over finished seeds (`n`); 95% CI of the mean, Student t with n-1 "
         f"dof; p: two-sided Welch t-test against **{baseline}** (or the arm named as "
         "`(vs ARM)`); Δ: change of the mean relative to that reference's; time to target: "
         "mean over the seeds that reached it. Diverged "
-        "(NaN/Inf loss) and still-running runs are not in the statistics, only in `excluded`."
+        f"(NaN/Inf loss){_died_words(runs)} and still-running runs are not in the statistics, "
+        "only in `excluded`."
     )
     lines += ["", "## What this shows", "", *findings(rows), ""]
     lines.append(
@@ -129,6 +146,30 @@ def _header(arms: dict[str, list[Run]], task: str) -> list[str]:
             cells[1] = "native"
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return lines
+
+
+def mixed_arms(arms: dict[str, list[Run]]) -> list[str]:
+    """The arms whose runs differ in a setting of :data:`POOLED` (or the task's
+    ``compared_settings``), each as 'arm A pools runs that differ in key (v1 / v2), ...'."""
+    out = []
+    for arm, group in arms.items():
+        keys = (*POOLED, *group[0].measures.compared_settings)
+        differ = []
+        for key in dict.fromkeys(keys):
+            values = sorted({_shown(r.setting(key)) for r in group})
+            if len(values) > 1:
+                differ.append(f"{key} ({' / '.join(values)})")
+        if differ:
+            out.append(f"arm {arm} pools runs that differ in {', '.join(differ)}")
+    return out
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _died_words(runs: list[Run]) -> str:
+    return ", died (killed before the end)" if any(r.status == "died" for r in runs) else ""
 
 
 def _mismatches(arms: dict[str, list[Run]]) -> list[str]:

@@ -3,8 +3,9 @@
 A run folder, as the training loop writes it, holds ``config.yaml`` (the config mapping),
 ``metrics.jsonl`` (one JSON object per evaluated epoch), ``summary.json`` (final numbers, the
 ``arm`` label and a ``status`` of "ok", "diverged" or "running") and, optionally,
-``diagnostics.jsonl`` (per-layer gradient norms and per-site gains). A missing or unreadable
-file is a one-line error naming it.
+``diagnostics.jsonl`` (per-layer gradient norms and per-site gains). A run whose summary
+says "running" but whose process is gone (nothing holds its ``train.lock``) is read as
+"died". A missing or unreadable file is a one-line error naming it.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from netadv.experiments.run_folder import (
     DIAGNOSTICS_FILE,
     METRICS_FILE,
     SUMMARY_FILE,
+    is_training,
 )
 from netadv.experiments.task import Metric, TaskMetrics
 from netadv.experiments.tasks import metrics_of
 
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE)
-STATUSES = ("ok", "diverged", "running")
+STATUSES = ("ok", "diverged", "running")  # as summary.json records them
+UNFINISHED = ("diverged", "died", "running")  # a run's status when it is not "ok"
 FIX = "rerun it or leave that run out of the comparison"
 
 
@@ -40,6 +43,7 @@ class Run:
     metrics: list[dict[str, Any]]
     summary: dict[str, Any]
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    died: bool = False  # "running" in its summary, but no process holds its lock
 
     @property
     def arm(self) -> str:
@@ -47,7 +51,8 @@ class Run:
 
     @property
     def status(self) -> str:
-        return str(self.summary["status"])
+        """ "ok", "diverged", "running", or "died" (see :attr:`died`)."""
+        return "died" if self.died else str(self.summary["status"])
 
     @property
     def seed(self) -> Any:
@@ -107,6 +112,7 @@ def load_run(path: str | Path) -> Run:
     diagnostics = _read_jsonl(path / DIAGNOSTICS_FILE) if (path / DIAGNOSTICS_FILE).exists() else []
     run = Run(path, config, metrics, summary, diagnostics)
     _check_summary(path / SUMMARY_FILE, summary, run.measures)
+    run.died = summary["status"] == "running" and is_training(path) is False
     return run
 
 

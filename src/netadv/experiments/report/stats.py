@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from netadv.experiments.report.runs import Run, is_number, metric_value
+from netadv.experiments.report.runs import UNFINISHED, Run, is_number, metric_value
 from netadv.experiments.task import Metric, TaskMetrics
 
 SECONDS_PER_EPOCH = Metric("s_per_epoch", "s/epoch", "summary", "seconds_per_epoch")
@@ -68,7 +68,7 @@ def report_table(
     config's ``target_accuracy`` / ``target_bleu``): time to target is then read off each
     run's per-epoch metrics (train seconds until the first evaluation at or above it).
 
-    Keys: ``arm, task, n`` (finished seeds), ``seeds, diverged, running``; for each quality
+    Keys: ``arm, task, n`` (finished seeds), ``seeds, diverged, died, running``; for each quality
     metric ``M`` (``top1`` and ``top5_err`` in %, or ``bleu`` and ``ppl`` for translation) and
     for ``s_per_epoch``: ``M_mean, M_std, M_ci95`` ((lo, hi)) and ``M_p`` (Welch vs baseline);
     ``top1_rel_pct`` / ``bleu_rel_pct`` (change of the mean vs baseline, in %);
@@ -99,8 +99,7 @@ def _arm_row(
         "task": group[0].task,
         "n": len(ok),
         "seeds": [r.seed for r in ok],
-        "diverged": sum(r.status == "diverged" for r in group),
-        "running": sum(r.status == "running" for r in group),
+        **{status: sum(r.status == status for r in group) for status in UNFINISHED},
     }
     for metric in (measures.primary, measures.secondary, SECONDS_PER_EPOCH):
         values = _values(ok, metric)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from netadv.experiments.report.runs import UNFINISHED
 from netadv.experiments.tasks import metrics_of
 
 ALPHA = 0.05  # significance level the findings are stated at
@@ -76,7 +77,7 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
         ]
     by_arm = {row["arm"]: row for row in rows}
     out = [_finding(row, by_arm.get(row.get("reference") or "", baseline)) for row in rows[1:]]
-    if baseline["diverged"] or baseline["running"]:
+    if any(baseline[s] for s in UNFINISHED):
         out.append(f"- The baseline itself had {excluded(baseline)} runs, left out of its numbers.")
     return out
 
@@ -86,7 +87,7 @@ def _finding(row: dict[str, Any], base: dict[str, Any]) -> str:
     measures = metrics_of(row["task"])
     key, label, unit = measures.primary.column, measures.primary.label.split()[0], measures.unit
     name, arm = base["arm"], row["arm"]
-    total = row["n"] + row["diverged"] + row["running"]
+    total = row["n"] + sum(row[s] for s in UNFINISHED)
     if row["n"] == 0:
         return (
             f"- **{arm}**: none of its {total} runs finished ({excluded(row)}), so nothing "
@@ -122,14 +123,14 @@ def _finding(row: dict[str, Any], base: dict[str, Any]) -> str:
             f" Time per epoch {s:.2f} s vs {s_base:.2f} s ({s / s_base:.2f}x, "
             f"Welch p = {_p(row['s_per_epoch_p'])})."
         )
-    if row["diverged"] or row["running"]:
+    if any(row[s] for s in UNFINISHED):
         text += f" Of its {total} runs, not in these numbers: {excluded(row)}."
     return text
 
 
 def excluded(row: dict[str, Any]) -> str:
-    """The arm's runs left out of its statistics: "1 diverged, 2 running", or "-"."""
-    parts = [f"{row[s]} {s}" for s in ("diverged", "running") if row[s]]
+    """The arm's runs left out of its statistics: "1 diverged, 1 died, 2 running", or "-"."""
+    parts = [f"{row[s]} {s}" for s in UNFINISHED if row[s]]
     return ", ".join(parts) or "-"
 
 

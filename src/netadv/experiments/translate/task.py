@@ -65,7 +65,7 @@ METRICS = TaskMetrics(
         "final_test_loss": ("test_loss", "last"),
         "final_test_ppl": ("test_ppl", "last"),
     },
-    compared_settings=("lang_pair",),
+    compared_settings=("lang_pair", "max_chars", "max_len", "vocab_size"),  # the data
 )
 SETTINGS = ("name", "arm", "method", "model", "dataset", "lang_pair", "activation", "seed", "task")
 
