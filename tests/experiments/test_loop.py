@@ -161,8 +161,10 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 
 def _results(path: Path) -> list[dict]:
-    """The metrics rows without their timings (what a resume must reproduce bit for bit)."""
-    return [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in _rows(path)]
+    """The metrics rows without their timings and the machine's load (what a resume must
+    reproduce bit for bit)."""
+    timing = ("seconds", "elapsed", "load")
+    return [{k: v for k, v in r.items() if k not in timing} for r in _rows(path)]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -188,8 +190,15 @@ def test_augmented_resume_equals_uninterrupted_bit_for_bit(
     assert resumed["epochs_completed"] == 3
     assert _results(run / "metrics.jsonl") == _results(tmp_path / "full" / "metrics.jsonl")
     assert _same_weights(run, tmp_path / "full")
-    # the diagnostics rows of the killed epoch were dropped, not repeated
+    # the diagnostics and per-step rows of the killed epoch were dropped, not repeated
     assert _rows(run / "diagnostics.jsonl") == _rows(tmp_path / "full" / "diagnostics.jsonl")
+    steps = _rows(run / "steps.jsonl")
+    assert steps == _rows(tmp_path / "full" / "steps.jsonl")
+    assert [r["epoch"] for r in steps] == [1, 2, 3] and [r["first_step"] for r in steps] == [
+        0,
+        2,
+        4,
+    ]
 
 
 def test_checkpoint_holds_every_random_state_and_the_scaler(tmp_path, tiny):

@@ -42,7 +42,7 @@ def test_too_short_or_broken_runs_have_no_measure():
 
 
 def test_log_rows_keep_the_last_value_of_a_repeated_step():
-    rows = [{"step": 0, "loss": 2.0}, {"step": 1, "loss": 1.5}, {"step": 1, "loss": 1.4}]
-    rows.append({"step": 2, "loss": float("inf")})
+    rows = [{"epoch": 1, "first_step": 0, "loss": [2.0, 1.5]}]
+    rows.append({"epoch": 1, "first_step": 1, "loss": [1.4, None]})  # rewritten after a resume
     out = log_losses(rows)
     assert out[:2] == [2.0, 1.4] and math.isnan(out[2])

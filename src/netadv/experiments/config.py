@@ -50,6 +50,11 @@ class RunConfig:
     method: str = "baseline"
     activation: str | None = None  # replace every site's activation first (e.g. sigmoid)
     rewrite: dict[str, Any] = field(default_factory=dict)  # period, start, anchor, max_gain...
+    # baseline only: widen it to the parameter count of this method's rewrite ("hdfgd", "sa")
+    capacity_of: str | None = None
+    # fine-tuning: start from the final weights of this run folder (the same base model), and
+    # evaluate once before training (epoch 0: the accuracy right after the conversion)
+    init_from: str | None = None
     # optimisation
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -70,6 +75,7 @@ class RunConfig:
     target_accuracy: float | None = None
     diagnostics: bool = False
     diagnostics_every: int = 50  # steps
+    log_steps: bool = True  # every step's training loss in steps.jsonl (the steadiness measure)
     output_dir: str = "runs"
     # translation (task: translate); model sizes go in model_kwargs
     lang_pair: str = "en-fr"  # source-target; gettext catalogs translate from en
@@ -125,6 +131,14 @@ class RunConfig:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 (null: torch's default), got {self.threads}")
         check_device(self.device)
+        if self.capacity_of is not None and (
+            self.capacity_of not in ("hdfgd", "sa") or self.method != "baseline"
+        ):
+            raise ConfigError(
+                f"capacity_of widens a baseline to the parameters of hdfgd or sa (method "
+                f"baseline, capacity_of hdfgd|sa), got method {self.method}, capacity_of "
+                f"{self.capacity_of!r}"
+            )
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
             raise ConfigError(
                 f"target_accuracy is a fraction in (0, 1], got {self.target_accuracy}"

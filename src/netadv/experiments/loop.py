@@ -9,12 +9,13 @@ summary at the end. What image classification and translation do differently is 
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -37,9 +38,11 @@ from netadv.experiments.run_folder import (
     DIAGNOSTICS_FILE,
     RunFolder,
     checkpoint_state,
+    initial_weights,
 )
 from netadv.experiments.task import Task
 from netadv.experiments.tasks import task_for
+from netadv.rewrite.widen import capacity_matched
 
 
 class TrainingDiverged(RuntimeError):
@@ -106,6 +109,8 @@ def _fit(cfg: RunConfig, task: Task, place: Placement, run: RunFolder, quiet: bo
     data = task.load_data(cfg, run, place)
     torch.manual_seed(cfg.seed)
     model, example = task.build_model(cfg, data)
+    if cfg.init_from:  # fine-tuning: a trained base model, converted by the method below
+        initial_weights(model, cfg.init_from)
     model = apply_method(model, cfg, example)
     params, flops = sum(p.numel() for p in model.parameters()), count_flops(model, example)
     model.to(place.device)
@@ -135,6 +140,8 @@ def _fit(cfg: RunConfig, task: Task, place: Placement, run: RunFolder, quiet: bo
             print(extension_note(cfg, run.extended_from), file=sys.stderr)
         run.write_summary(summarise_run(history, "running"))
 
+    if cfg.init_from and not run.resume:  # the converted model, before any training
+        history.append(converted(trainer, task, data, cfg, place, run, summarise_run, quiet))
     step = done * steps_per_epoch
     for epoch in range(done + 1, cfg.epochs + 1):
         batches = task.batches(data, cfg, place, epoch, batch_size)
@@ -150,6 +157,8 @@ def _fit(cfg: RunConfig, task: Task, place: Placement, run: RunFolder, quiet: bo
         totals = dict(zip(sums, sum_over_ranks(list(sums.values()), place)))
         row = {"epoch": epoch, **task.train_row(totals), "seconds": seconds, "elapsed": elapsed}
         row["lr"] = optimizer.param_groups[0]["lr"]
+        if hasattr(os, "getloadavg"):  # how busy the machine was: whether seconds compare
+            row["load"] = round(os.getloadavg()[0], 2)
 
         # evaluate every eval_every epochs and after the last; then the epoch's record
         files: dict[str, str] = {}
@@ -169,6 +178,18 @@ def _fit(cfg: RunConfig, task: Task, place: Placement, run: RunFolder, quiet: bo
     if place.main:
         run.write_summary(summary)
     return summary
+
+
+def converted(trainer, task: Task, data, cfg: RunConfig, place, run, summarise_run, quiet) -> dict:
+    """Epoch 0 of a fine-tuning run: the converted model evaluated before training (what the
+    conversion itself cost or gained), recorded as a metrics row without a checkpoint."""
+    scores, _ = task.evaluate(trainer.net, data, cfg, place)
+    row = {"epoch": 0, "seconds": 0.0, "elapsed": 0.0, **scores}
+    if place.main:
+        run.record_epoch(row, summarise_run([row], "running"), {}, None)
+        if not quiet:
+            print(f"[{cfg.name}] converted from {cfg.init_from}: {task.epoch_line(row)}")
+    return row
 
 
 def extension_note(cfg: RunConfig, before: int) -> str:
@@ -202,6 +223,8 @@ class Trainer:
     autocast: Callable[[], AbstractContextManager]
     diagnostics: Diagnostics | None
     cfg: RunConfig
+    losses: list[float] = field(default_factory=list)  # the current epoch's, per step
+    first_step: int = 0
 
     @classmethod
     def create(cls, model, cfg: RunConfig, place: Placement, optimizer, scheduler, run):
@@ -256,7 +279,10 @@ class Trainer:
                 elapsed=elapsed,
                 cfg=self.cfg,
             )
-        run.record_epoch(row, summary, files, state)
+        steps = None
+        if self.cfg.log_steps:
+            steps = {"epoch": row["epoch"], "first_step": self.first_step, "loss": self.losses}
+        run.record_epoch(row, summary, files, state, steps)
 
     def epoch(
         self,
@@ -271,6 +297,8 @@ class Trainer:
         """One pass over ``batches``: the sums of the loss and of the task's counts, the next
         step, and the loss if it became NaN/Inf (which ends the pass there)."""
         sums = dict.fromkeys(("loss", *task.counts), 0.0)
+        self.losses = []  # this rank's loss at every step (steps.jsonl: steadiness)
+        self.first_step = step
         self.net.train()
         bar = tqdm(
             batches,
@@ -289,10 +317,12 @@ class Trainer:
                 return sums, step, loss.item()
             self.update(loss, step, epoch)
             step += 1
-            sums["loss"] += loss.item() * weight
+            value = loss.item()
+            self.losses.append(float(f"{value:.6g}"))
+            sums["loss"] += value * weight
             for key, value in counts.items():
                 sums[key] += value
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
         return sums, step, None
 
     def update(self, loss: Tensor, step: int, epoch: int) -> None:
@@ -323,6 +353,11 @@ def seed_everything(seed: int) -> None:
 def apply_method(model: nn.Module, cfg: RunConfig, example: tuple[Tensor, ...]) -> nn.Module:
     """Baseline (optionally with every activation replaced), GA, HD-FGD or SA."""
     options = dict(cfg.rewrite)
+    if cfg.capacity_of is not None:  # the baseline widened to the rewrite's parameter count
+        wide, _ = capacity_matched(
+            model, cfg.capacity_of, activation=cfg.activation, example_inputs=example, **options
+        )
+        return wide
     if cfg.method == "baseline":
         if cfg.activation is None:
             return model
@@ -399,6 +434,8 @@ def summarise(
     """summary.json: the run's settings, size, final metrics (the task's), seconds per epoch,
     time to the target, and ``status``: "running", "ok" or "diverged"."""
     m = task.metrics
+    converted = next((r for r in history if r["epoch"] == 0), None)  # fine-tuning's epoch 0
+    history = [r for r in history if r["epoch"] >= 1]
     evals = [r for r in history if m.test_key in r]
     target = getattr(cfg, m.target_key)
     reached = next(
@@ -413,6 +450,7 @@ def summarise(
         "seconds_per_epoch": (
             sum(r["seconds"] for r in history) / len(history) if history else None
         ),
+        **({f"converted_{m.test_key}": converted.get(m.test_key)} if converted else {}),
         "time_to_target_s": reached["elapsed"] if reached else None,
         "epochs_to_target": reached["epoch"] if reached else None,
         m.target_key: target,

@@ -48,8 +48,9 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 DIAGNOSTICS_FILE = "diagnostics.jsonl"
+STEPS_FILE = "steps.jsonl"  # one row per epoch: the training loss of each of its steps
 LOCK_FILE = "train.lock"
-STEP_LOGS = (DIAGNOSTICS_FILE,)  # appended to during an epoch; trimmed to the checkpoint
+STEP_LOGS = (DIAGNOSTICS_FILE, STEPS_FILE)  # appended to during an epoch; trimmed to the checkpoint
 # config keys that locate the folder rather than shape the run (a copied folder resumes)
 LOCATION_KEYS = ("name", "output_dir")
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -185,37 +186,13 @@ class RunFolder:
         )
 
     def _load_checkpoint(self) -> dict:
-        """The checkpoint, loaded without running code (``weights_only``); a damaged or
-        foreign file is a RunFolderError naming it."""
-        path = self.file(CHECKPOINT)
-        why = None
-        try:
-            if path.stat().st_size == 0:
-                why = "it is empty (0 bytes)"
-            elif not zipfile.is_zipfile(path):  # torch writes a zip archive
-                why = "it is truncated, or not a torch checkpoint"
-            else:
-                with warnings.catch_warnings():  # torch's note on the pickle protocol
-                    warnings.simplefilter("ignore")
-                    state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            why = "it holds objects a netadv checkpoint never holds (not loaded: not safe)"
-        except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError):
-            why = "it is damaged (a torch archive that does not load)"
-        except OSError as e:
-            why = f"it cannot be read ({e.strerror})"
-        if why is None and not (
-            isinstance(state, dict)
-            and {"model", "optimizer", "scheduler", "epoch", "elapsed"} <= state.keys()
-            and isinstance(state["model"], dict)
-        ):
-            why = "it is not a netadv checkpoint (no model, optimizer and epoch in it)"
-        if why is not None:
-            raise RunFolderError(
-                f"cannot resume from {path}: {why}; start a new run under another name "
-                f"(--set name=...), or remove {self.path} to start this one over"
-            )
-        return state
+        """The checkpoint, loaded without running code; a damaged or foreign file is a
+        RunFolderError naming it."""
+        return read_checkpoint(
+            self.file(CHECKPOINT),
+            "cannot resume from {path}: {why}; start a new run under another name "
+            f"(--set name=...), or remove {self.path} to start this one over",
+        )
 
     def _rows_upto(self, name: str, epoch: int) -> list[dict]:
         """The rows of a JSONL log of epochs up to ``epoch`` (a line cut by a kill ends them)."""
@@ -249,20 +226,32 @@ class RunFolder:
                 self.write_text(name, _jsonl(kept))
 
     def record_epoch(
-        self, row: dict, summary: dict, files: dict[str, str], checkpoint: dict | None
+        self,
+        row: dict,
+        summary: dict,
+        files: dict[str, str],
+        checkpoint: dict | None,
+        steps: dict | None = None,
     ) -> None:
-        """The end of an epoch: the task's files of it, the metrics row appended, then the
-        checkpoint (None: keep the previous one) and the summary, each replaced atomically."""
+        """The end of an epoch: the task's files of it, its per-step losses and its metrics row
+        appended, then the checkpoint (None: keep the previous one) and the summary, each
+        replaced atomically."""
         for name, text in files.items():
             self.write_text(name, text)
-        with _naming(self.file(METRICS_FILE)), open(self.file(METRICS_FILE), "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if steps is not None:
+            self.append_row(STEPS_FILE, steps)
+        self.append_row(METRICS_FILE, row)
         if checkpoint is not None:
             buffer = io.BytesIO()  # serialised first: a full disk fails in write(), with ENOSPC
             torch.save(checkpoint, buffer)
             self.write_bytes(CHECKPOINT, buffer.getvalue())
             self.saved_epoch = checkpoint["epoch"]
         self.write_summary(summary)
+
+    def append_row(self, name: str, row: dict) -> None:
+        """One JSON row appended to a JSONL log of the run."""
+        with _naming(self.file(name)), open(self.file(name), "a") as f:
+            f.write(json.dumps(row) + "\n")
 
     def write_summary(self, summary: dict) -> None:
         self.write_json(SUMMARY_FILE, summary)
@@ -353,6 +342,61 @@ class RunFolder:
                 "make it writable, or set a writable output_dir (--set output_dir=DIR)"
             )
         return None
+
+
+def read_checkpoint(path: Path, message: str) -> dict:
+    """A netadv checkpoint loaded without running code (``weights_only``); a damaged, foreign
+    or unsafe file is a RunFolderError: ``message`` formatted with its ``path`` and ``why``."""
+    why = None
+    try:
+        if path.stat().st_size == 0:
+            why = "it is empty (0 bytes)"
+        elif not zipfile.is_zipfile(path):  # torch writes a zip archive
+            why = "it is truncated, or not a torch checkpoint"
+        else:
+            with warnings.catch_warnings():  # torch's note on the pickle protocol
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        why = "it holds objects a netadv checkpoint never holds (not loaded: not safe)"
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError):
+        why = "it is damaged (a torch archive that does not load)"
+    except OSError as e:
+        why = f"it cannot be read ({e.strerror})"
+    if why is None and not (
+        isinstance(state, dict)
+        and {"model", "optimizer", "scheduler", "epoch", "elapsed"} <= state.keys()
+        and isinstance(state["model"], dict)
+    ):
+        why = "it is not a netadv checkpoint (no model, optimizer and epoch in it)"
+    if why is not None:
+        raise RunFolderError(message.format(path=path, why=why))
+    return state
+
+
+def initial_weights(model: nn.Module, source: str) -> int:
+    """Load the final weights of the run folder (or checkpoint file) ``source`` into ``model``,
+    the same base architecture; returns the epoch they are from."""
+    path = Path(source)
+    path = path / CHECKPOINT if path.is_dir() else path
+    if not path.exists():
+        raise ConfigError(f"init_from={source}: no checkpoint there ({path} does not exist)")
+    fix = "give a run folder of the same model before any rewrite (a baseline run)"
+    state = read_checkpoint(path, "init_from: cannot start from {path}: {why}; " + fix)
+    try:
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    except RuntimeError:  # a size mismatch
+        raise ConfigError(
+            f"init_from={source}: its weights do not fit this model "
+            f"({_mismatch(model, state['model'])}); {fix}"
+        ) from None
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        raise ConfigError(
+            f"init_from={source}: its weights do not fit this model ({first} is "
+            f"{'missing there' if missing else 'not in this model'}); {fix}"
+        )
+    return int(state["epoch"])
 
 
 def is_training(folder: Path) -> bool | None:

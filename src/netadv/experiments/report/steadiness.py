@@ -58,12 +58,13 @@ def steadiness(losses: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def log_losses(path_rows: Sequence[dict[str, Any]]) -> list[float]:
-    """The training losses of a per-step log's rows (``{"step", "loss"}``), in step order, the
-    last row kept where a step repeats (a resumed run rewrites the steps after its checkpoint)."""
+def log_losses(rows: Sequence[dict[str, Any]]) -> list[float]:
+    """The training losses of a run's steps.jsonl rows (one per epoch: ``first_step`` and the
+    ``loss`` of each step), in step order; where a step repeats (a resumed run rewrote the
+    steps after its checkpoint) the last row wins; a non-finite loss is NaN."""
     by_step: dict[int, float] = {}
-    for row in path_rows:
-        loss = row.get("loss")
-        if isinstance(loss, int | float) and not isinstance(loss, bool):
-            by_step[int(row["step"])] = float(loss) if math.isfinite(loss) else math.nan
+    for row in rows:
+        for i, loss in enumerate(row.get("loss") or []):
+            ok = isinstance(loss, int | float) and not isinstance(loss, bool)
+            by_step[int(row["first_step"]) + i] = float(loss) if ok else math.nan
     return [by_step[s] for s in sorted(by_step)]
