@@ -63,16 +63,35 @@ def write_report(
     lines += ["", "## Results", "", format_table(rows), ""]
     lines.append(
         "Mean ± std (ddof=1) over finished seeds (`n`); 95% CI of the mean, Student t with n-1 "
-        f"dof; p: two-sided Welch t-test against **{baseline}** (or the arm named as "
-        "`(vs ARM)`); Δ: change of the mean relative to that reference's; time to target: "
-        "mean over the seeds that reached it. Diverged "
+        f"dof. Each arm is tested against **{baseline}** (or the arm named as `(vs ARM)`): Δ "
+        "vs base, the change of the mean relative to the reference's; Δ (95% CI), the mean "
+        "difference in table units, over the per-seed differences where the arms ran the same "
+        "seeds (a seed fixes the initial weights and the batch order, so pairing removes that "
+        "noise), else Welch's; p Welch, two-sided unpaired; p paired t / sign-flip, the paired "
+        "t-test and the exact sign-flip permutation test on those seeds (with n seeds the "
+        "smallest sign-flip p is 2/2^n: 0.0625 at n = 5); Holm, the declared test (paired t "
+        "where seeds pair, else Welch) adjusted for the report's comparisons. The second "
+        "quality column is the test loss where the dataset has at most 10 classes (Top-5 "
+        "error means little there), else the task's own. s/epoch: mean over the epochs after "
+        "the first (steady state), the first epoch's in parentheses; loss spread: the std of "
+        "the log training loss around its running mean over the second half of training, "
+        "with spikes per 1,000 steps (docs/RESULTS.md defines both). Time to target: mean "
+        "over the seeds that reached it. Diverged "
         f"(NaN/Inf loss){_died_words(runs)} and still-running runs are not in the statistics, "
         "only in `excluded`."
     )
+    busy = [r["arm"] for r in rows if (r.get("load_max") or 0) > (os.cpu_count() or 1) + 0.5]
+    if busy:
+        lines.append(
+            f"\n> Timing caveat: the machine was busier than its {os.cpu_count()} cores during "
+            f"runs of {', '.join(busy)} (load average up to "
+            f"{max(r['load_max'] for r in rows if r.get('load_max')):.1f}), so their seconds "
+            "per epoch are not comparable."
+        )
     lines += ["", "## What this shows", "", *findings(rows), ""]
     lines.append(
-        "p-values are per comparison, not corrected for the number of arms and metrics; with a "
-        "few seeds, a non-significant difference is weak evidence either way."
+        "A finding holds only if it survives Holm's correction; with a few seeds, a "
+        "non-significant difference is weak evidence either way."
     )
     lines += _unfinished_section(arms, out)
     lines += _plots_section(arms, out)

@@ -22,6 +22,7 @@ from netadv.experiments.run_folder import (
     CONFIG_FILE,
     DIAGNOSTICS_FILE,
     METRICS_FILE,
+    STEPS_FILE,
     SUMMARY_FILE,
     is_training,
 )
@@ -44,6 +45,7 @@ class Run:
     summary: dict[str, Any]
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
     died: bool = False  # "running" in its summary, but no process holds its lock
+    steps: list[dict[str, Any]] = field(default_factory=list)  # steps.jsonl: per-step losses
 
     @property
     def arm(self) -> str:
@@ -110,7 +112,8 @@ def load_run(path: str | Path) -> Run:
     summary = _read_json(path / SUMMARY_FILE)
     metrics = _read_jsonl(path / METRICS_FILE)
     diagnostics = _read_jsonl(path / DIAGNOSTICS_FILE) if (path / DIAGNOSTICS_FILE).exists() else []
-    run = Run(path, config, metrics, summary, diagnostics)
+    steps = _read_jsonl(path / STEPS_FILE) if (path / STEPS_FILE).exists() else []
+    run = Run(path, config, metrics, summary, diagnostics, steps=steps)
     _check_summary(path / SUMMARY_FILE, summary, run.measures)
     run.died = summary["status"] == "running" and is_training(path) is False
     return run

@@ -10,10 +10,16 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from netadv.experiments.report import significance as sig
 from netadv.experiments.report.runs import UNFINISHED, Run, is_number, metric_value
+from netadv.experiments.report.steadiness import log_losses, steadiness
 from netadv.experiments.task import Metric, TaskMetrics
 
 SECONDS_PER_EPOCH = Metric("s_per_epoch", "s/epoch", "summary", "seconds_per_epoch")
+TEST_LOSS = Metric("test_loss", "test loss", "metrics", "test_loss")
+#: Datasets of at most 10 classes, where Top-5 error means little (it is the error of a guess
+#: among half the classes): their tables show the test loss instead.
+FEW_CLASSES = ("fashion-mnist", "cifar10", "digits", "synthetic")
 
 
 def group_arms(runs: list[Run], baseline: str) -> dict[str, list[Run]]:
@@ -84,6 +90,10 @@ def report_table(
     for arm, group in arms.items():
         reference = None if arm == baseline else references.get(arm, baseline)
         rows.append(_arm_row(arm, group, reference, arms[reference or baseline], target))
+    # the report's comparisons as one family: Holm's correction of their declared tests
+    q = runs[0].measures.primary.column
+    for row, adjusted in zip(rows, sig.holm([r[f"{q}_test_p"] for r in rows])):
+        row[f"{q}_holm"] = adjusted
     return rows
 
 
@@ -97,16 +107,20 @@ def _arm_row(
         "arm": arm,
         "reference": reference,
         "task": group[0].task,
+        "dataset": _common([r.setting("dataset") for r in group]),
         "n": len(ok),
         "seeds": [r.seed for r in ok],
         **{status: sum(r.status == status for r in group) for status in UNFINISHED},
     }
-    for metric in (measures.primary, measures.secondary, SECONDS_PER_EPOCH):
+    for metric in (measures.primary, measures.secondary, SECONDS_PER_EPOCH, TEST_LOSS):
         values = _values(ok, metric)
         for stat, value in describe(values).items():
             row[f"{metric.column}_{stat}"] = value
         p = None if reference is None else welch_p(values, _values(base_ok, metric))
         row[f"{metric.column}_p"] = p
+    row.update(_paired(ok, base_ok, measures.primary, reference is None))
+    row.update(_timing(ok, base_ok, reference is None))
+    row.update(_steadiness(ok, base_ok, reference is None))
     primary = measures.primary.column
     base_mean = describe(_values(base_ok, measures.primary))["mean"]
     mean = row[f"{primary}_mean"]
@@ -119,6 +133,103 @@ def _arm_row(
     row["params"] = _common([r.summary.get("params") for r in group])
     row["flops"] = _common([r.summary.get("flops") for r in group])
     return row
+
+
+def _by_seed(runs: list[Run], get) -> dict[Any, float]:
+    """A value of each run by its seed (runs without a value left out)."""
+    out = {}
+    for r in runs:
+        value = get(r)
+        if value is not None:
+            out[r.seed] = value
+    return out
+
+
+def _paired(ok: list[Run], base: list[Run], metric: Metric, is_reference: bool) -> dict:
+    """The primary metric against the reference on the seeds both arms ran (same seed: same
+    initial weights and batch order): the difference with its 95% CI, the paired t-test and
+    the exact sign-flip test, Hedges' g, and the difference 80% power would detect. The
+    declared test of a comparison (``*_test_p``) is the paired t-test where at least 2 seeds
+    pair, else Welch's."""
+    q = metric.column
+    keys = ("pairs", "diff", "diff_ci95", "paired_p", "signflip_p", "g", "g_ci95",
+            "detectable", "test", "test_p")  # fmt: skip
+    if is_reference:
+        return {f"{q}_{k}": None for k in keys}
+    get = lambda r: metric_value(r, metric)
+    a, b = sig.paired(_by_seed(ok, get), _by_seed(base, get))
+    mine, theirs = _values(ok, metric), _values(base, metric)
+    is_paired = len(a) >= 2
+    diff = sig.mean_difference(a, b, is_paired=True) if is_paired else (
+        sig.mean_difference(mine, theirs, is_paired=False))  # fmt: skip
+    g = sig.hedges_g(mine, theirs)
+    sd = float(np.std(np.subtract(a, b), ddof=1)) if is_paired else None
+    paired_p = sig.paired_t_p(a, b)
+    return {
+        f"{q}_pairs": len(a),
+        f"{q}_diff": diff["diff"],
+        f"{q}_diff_ci95": diff["ci95"],
+        f"{q}_paired_p": paired_p,
+        f"{q}_signflip_p": sig.sign_flip_p(a, b),
+        f"{q}_g": g["g"],
+        f"{q}_g_ci95": g["ci95"],
+        f"{q}_detectable": sig.detectable_difference(sd, len(a)),
+        f"{q}_test": "paired t" if is_paired else "Welch",
+        f"{q}_test_p": paired_p if is_paired else welch_p(mine, theirs),
+    }
+
+
+def _epoch_seconds(run: Run) -> tuple[float | None, float | None, float | None]:
+    """(first epoch's seconds, mean seconds of the later epochs, the highest load average seen
+    at the end of an epoch) from the run's metrics rows."""
+    rows = [r for r in run.metrics if r.get("epoch", 0) >= 1 and is_number(r.get("seconds"))]
+    first = float(rows[0]["seconds"]) if rows else None
+    later = [float(r["seconds"]) for r in rows[1:]]
+    loads = [float(r["load"]) for r in run.metrics if is_number(r.get("load"))]
+    return first, (float(np.mean(later)) if later else None), (max(loads) if loads else None)
+
+
+def _timing(ok: list[Run], base: list[Run], is_reference: bool) -> dict:
+    """Seconds per epoch in steady state (after the first epoch, which carries one-time costs
+    such as compilation) and of the first epoch apart; the machine's peak load."""
+    mine = [_epoch_seconds(r) for r in ok]
+    steady = [s for _, s, _ in mine if s is not None]
+    theirs = [s for _, s, _ in (_epoch_seconds(r) for r in base) if s is not None]
+    out = {f"s_steady_{k}": v for k, v in describe(steady).items()}
+    out["s_steady_p"] = None if is_reference else welch_p(steady, theirs)
+    firsts = [f for f, _, _ in mine if f is not None]
+    out["s_first_mean"] = float(np.mean(firsts)) if firsts else None
+    loads = [load for _, _, load in mine if load is not None]
+    out["load_max"] = max(loads) if loads else None
+    return out
+
+
+def _steadiness(ok: list[Run], base: list[Run], is_reference: bool) -> dict:
+    """The steadiness of the training loss (:mod:`.steadiness`), per arm over its runs."""
+
+    def measure(runs):
+        return [steadiness(log_losses(r.steps)) for r in runs if r.steps]
+
+    mine, theirs = measure(ok), measure(base)
+    spread = [m["spread"] for m in mine if m["spread"] is not None]
+    spikes = [m["spikes_per_1k"] for m in mine if m["spikes_per_1k"] is not None]
+    out = {f"spread_{k}": v for k, v in describe(spread).items()}
+    ref = [m["spread"] for m in theirs if m["spread"] is not None]
+    out["spread_p"] = None if is_reference else welch_p(spread, ref)
+    out["spikes_mean"] = float(np.mean(spikes)) if spikes else None
+    return out
+
+
+def secondary_metric(rows: list[dict[str, Any]], secondary: Metric) -> Metric:
+    """The second quality metric a table shows: the task's, except the test loss instead of
+    Top-5 error on datasets of at most 10 classes (where Top-5 means little)."""
+    datasets = set()
+    for r in rows:  # an arm of mixed datasets (--allow-mixed) holds a list of them
+        d = r.get("dataset")
+        datasets |= set(d) if isinstance(d, list) else {d}
+    if rows and rows[0]["task"] == "classify" and datasets <= set(FEW_CLASSES):
+        return TEST_LOSS
+    return secondary
 
 
 def _finished(runs: list[Run]) -> list[Run]:

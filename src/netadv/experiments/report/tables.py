@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from netadv.experiments.report.runs import UNFINISHED
+from netadv.experiments.report.stats import secondary_metric
 from netadv.experiments.tasks import metrics_of
 
 ALPHA = 0.05  # significance level the findings are stated at
@@ -24,47 +25,66 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no runs)"
     measures = metrics_of(rows[0]["task"])
-    q1, q2 = measures.primary.column, measures.secondary.column
-    n1, n2 = measures.primary.label, measures.secondary.label
+    q1, n1 = measures.primary.column, measures.primary.label
+    second = secondary_metric(rows, measures.secondary)
     header = [
-        "arm",
-        "n",
-        n1,
-        "95% CI",
-        "p",
-        f"Δ {n1.split()[0]} vs base",
-        n2,
-        "p",
-        "s/epoch",
-        "p",
-        "time to target (s)",
-        "params",
-        "FLOPs",
+        "arm", "n", n1, "95% CI", f"Δ {n1.split()[0]} vs base", "Δ (95% CI)",
+        "p Welch", "p paired t / sign-flip", "Holm", second.label, "p",
+        "s/epoch (first epoch)", "p", "loss spread", "time to target (s)", "params", "FLOPs",
         "excluded",
+    ]  # fmt: skip
+    return markdown_table(header, [_cells(r, rows[0], q1, second.column) for r in rows])
+
+
+def _cells(row: dict[str, Any], base: dict[str, Any], q1: str, q2: str) -> list[str]:
+    """One arm's cells of :func:`format_table` (the baseline's tests read "(ref)")."""
+    ref = row is base
+    test = lambda text: "(ref)" if ref else text
+    rel = row[f"{q1}_rel_pct"]
+    return [
+        _arm_cell(row, base["arm"]),
+        str(row["n"]),
+        _mean_std(row, q1),
+        _ci(row[f"{q1}_ci95"]),
+        test("n/a" if rel is None else f"{rel:+.2f}%"),
+        test(_diff(row.get(f"{q1}_diff"), row.get(f"{q1}_diff_ci95"))),
+        test(_p(row[f"{q1}_p"])),
+        test(f"{_p(row.get(f'{q1}_paired_p'))} / {_p(row.get(f'{q1}_signflip_p'))}"),
+        test(_p(row.get(f"{q1}_holm"))),
+        _mean_std(row, q2),
+        test(_p(row[f"{q2}_p"])),
+        _seconds(row),
+        test(_p(row.get("s_steady_p"))),
+        _spread(row),
+        _time_to_target(row),
+        _count(row["params"]),
+        _count(row["flops"]),
+        excluded(row),
     ]
-    body = []
-    for i, row in enumerate(rows):
-        ref = i == 0
-        cells = [
-            _arm_cell(row, rows[0]["arm"]),
-            str(row["n"]),
-            _mean_std(row, q1),
-            _ci(row[f"{q1}_ci95"]),
-            "(ref)" if ref else _p(row[f"{q1}_p"]),
-            "(ref)"
-            if ref
-            else ("n/a" if row[f"{q1}_rel_pct"] is None else f"{row[f'{q1}_rel_pct']:+.2f}%"),
-            _mean_std(row, q2),
-            "(ref)" if ref else _p(row[f"{q2}_p"]),
-            _mean_std(row, "s_per_epoch"),
-            "(ref)" if ref else _p(row["s_per_epoch_p"]),
-            _time_to_target(row),
-            _count(row["params"]),
-            _count(row["flops"]),
-            excluded(row),
-        ]
-        body.append(cells)
-    return markdown_table(header, body)
+
+
+def _diff(diff: float | None, ci: tuple[float, float] | None) -> str:
+    if diff is None:
+        return "n/a"
+    return f"{diff:+.2f}" + ("" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]")
+
+
+def _seconds(row: dict[str, Any]) -> str:
+    """Steady-state seconds per epoch (after the first), with the first epoch's apart; the
+    summary's mean over all epochs when the runs had one epoch each."""
+    if row.get("s_steady_mean") is None:
+        return _mean_std(row, "s_per_epoch")
+    text = _mean_std(row, "s_steady")
+    first = row.get("s_first_mean")
+    return text if first is None else f"{text} ({first:.2f})"
+
+
+def _spread(row: dict[str, Any]) -> str:
+    """The training loss's spread around its running mean (steps.jsonl), mean over seeds."""
+    if row.get("spread_mean") is None:
+        return "n/a"
+    text = f"{row['spread_mean']:.3f}"
+    return text if row.get("spikes_mean") in (None, 0) else f"{text}, {row['spikes_mean']:.1f}‰"
 
 
 def findings(rows: list[dict[str, Any]]) -> list[str]:
@@ -93,7 +113,7 @@ def _finding(row: dict[str, Any], base: dict[str, Any]) -> str:
             f"- **{arm}**: none of its {total} runs finished ({excluded(row)}), so nothing "
             "can be said about its accuracy."
         )
-    mean, base_mean, p = row[f"{key}_mean"], base[f"{key}_mean"], row[f"{key}_p"]
+    mean, base_mean = row[f"{key}_mean"], base[f"{key}_mean"]
     verdict = "the same as"
     if mean != base_mean:
         better = (mean > base_mean) == measures.higher_is_better
@@ -105,18 +125,7 @@ def _finding(row: dict[str, Any], base: dict[str, Any]) -> str:
         f"{rel_text}: "
         f"{verdict} the baseline on these seeds (n = {row['n']} vs {base['n']})."
     )
-    if p is None:
-        text += (
-            " No p-value (a side has fewer than 2 finished seeds, or neither varies), so "
-            "whether the difference is more than seed noise cannot be judged."
-        )
-    elif p < ALPHA:
-        text += f" The difference is significant at p<{ALPHA:g} (Welch p = {_p(p)})."
-    else:
-        text += (
-            f" The difference is not significant at p<{ALPHA:g} (Welch p = {_p(p)}): these "
-            f"seeds do not show that {arm} differs from {name} on {label}."
-        )
+    text += _significance(row, key, arm, name, label)
     s, s_base = row["s_per_epoch_mean"], base["s_per_epoch_mean"]
     if s is not None and s_base:
         text += (
@@ -126,6 +135,37 @@ def _finding(row: dict[str, Any], base: dict[str, Any]) -> str:
     if any(row[s] for s in UNFINISHED):
         text += f" Of its {total} runs, not in these numbers: {excluded(row)}."
     return text
+
+
+def _significance(row: dict[str, Any], key: str, arm: str, name: str, label: str) -> str:
+    """The finding's sentence on significance: the comparison's declared test (paired t on the
+    seeds both arms ran, else Welch), the other tests beside it, and Holm's correction over the
+    report's comparisons."""
+    p, test, holm = row.get(f"{key}_test_p"), row.get(f"{key}_test"), row.get(f"{key}_holm")
+    if p is None:
+        return (
+            " No p-value (a side has fewer than 2 finished seeds, or neither varies), so "
+            "whether the difference is more than seed noise cannot be judged."
+        )
+    beside = f"Welch p = {_p(row[f'{key}_p'])}"
+    if test == "paired t":
+        n = row[f"{key}_pairs"]
+        tests = f"paired t over {n} seeds p = {_p(p)}, sign-flip p = "
+        tests += f"{_p(row[f'{key}_signflip_p'])}, {beside}"
+    else:
+        tests = beside
+    if p < ALPHA:
+        text = f" The difference is significant at p<{ALPHA:g} ({tests})"
+        if holm is not None and holm >= ALPHA:
+            return (
+                text
+                + f", but not after Holm's correction over this report's arms (p = {_p(holm)})."
+            )
+        return text + (f"; it holds after Holm's correction (p = {_p(holm)})." if holm else ".")
+    return (
+        f" The difference is not significant at p<{ALPHA:g} ({tests}): these seeds do not "
+        f"show that {arm} differs from {name} on {label}."
+    )
 
 
 def excluded(row: dict[str, Any]) -> str:
