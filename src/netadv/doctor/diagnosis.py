@@ -65,9 +65,9 @@ class Diagnosis:
             return None
         methods = ", ".join(self.signals.plans) or "no rewrite (none applies)"
         return (
-            "static diagnosis (no data): with data (data=, CLI --config) the doctor trains the "
+            "static diagnosis (no data): a trial with data (data=, CLI --config) would train the "
             f"baseline and {methods} for a few hundred steps from these weights on the same "
-            "batches and bases its verdict on the measured loss decrease and gradient flow"
+            "batches and base the verdict on the measured loss decrease and gradient flow"
         )
 
     def to_dict(self) -> dict[str, Any]:
