@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from netadv.doctor.inputs import (
 )
 from netadv.doctor.measure import Measurement, measure
 from netadv.doctor.trial import LR, STEPS, TIME_LIMIT, train_arm
-from netadv.doctor.verdict import Recommendation, Signals, static_verdict, trial_verdict
+from netadv.doctor.verdict import Signals, static_verdict, trial_verdict
 from netadv.errors import ConfigError
 from netadv.layers.widths import n_params
 from netadv.rewrite import RewritePlan, plan, rewrite
@@ -73,18 +74,10 @@ def doctor(
     x, y, where = _inputs(model, example_inputs, batches)
     plans = _plans(model, x, methods)
     found = plans.pop("_sites")
-    loss_name = _loss_name(loss_fn, y)
-    before = measure(model, x, y, loss_fn, loss_name, found.sites)
-    ga = measure(rewrite(model, plans["ga"]), x, y, loss_fn, loss_name) if "ga" in plans else None
-    sig = Signals(
-        before.ratio,
-        before.finite,
-        before.gain_product,
-        plans,
-        [s.activation for s in found.sites],
-        ga.ratio if ga else None,
-        _dead(before),
-    )
+    probe = partial(measure, x=x, y=y, loss_fn=loss_fn, loss_name=_loss_name(loss_fn, y))
+    before = probe(model, sites=found.sites)
+    ga = probe(rewrite(model, plans["ga"])) if "ga" in plans else None
+    sig = _signals(before, ga, plans, [s.activation for s in found.sites])
     static = static_verdict(sig)
     rec, trial, notes = static, None, _notes(before)
     if batches is not None and plans:
@@ -92,19 +85,34 @@ def doctor(
         rec = trial_verdict(sig, trial.arms[0], trial.arms[1:], steps)
     elif batches is not None:
         notes.append("no rewrite applies to this model, so the trial was not run")
-    after = _after(model, rec, plans, ga, x, y, loss_fn, loss_name)
+    after = None
+    if rec.method is not None:  # the recommended rewrite, measured at the same weights
+        after = ga if rec.method == "ga" else probe(rewrite(model, plans[rec.method]))
     return Diagnosis(
-        type(model).__name__,
-        n_params(model),
-        describe(x, where),
-        found.discovery,
-        before,
-        sig,
-        rec,
-        static,
-        trial,
-        after,
-        notes,
+        model=type(model).__name__,
+        parameters=n_params(model),
+        inputs=describe(x, where),
+        discovery=found.discovery,
+        before=before,
+        signals=sig,
+        recommendation=rec,
+        static_recommendation=static,
+        trial=trial,
+        after=after,
+        notes=notes,
+        data_given=batches is not None,
+    )
+
+
+def _signals(before: Measurement, ga: Measurement | None, plans, activations) -> Signals:
+    return Signals(
+        ratio=before.ratio,
+        finite=before.finite,
+        gain_product=before.gain_product,
+        plans=plans,
+        activations=activations,
+        ga_ratio=ga.ratio if ga else None,
+        dead=_dead(before),
     )
 
 
@@ -231,12 +239,3 @@ def _trial(model, plans, batches, loss_fn, before, steps, lr, time_limit, quiet,
         for name, m in models.items()
     ]
     return Trial(steps, lr, time_limit, arms)
-
-
-def _after(model, rec: Recommendation, plans, ga, x, y, loss_fn, loss_name) -> Measurement | None:
-    """The measurement of the recommended rewrite at the same weights (None: no rewrite)."""
-    if rec.method is None:
-        return None
-    if rec.method == "ga" and ga is not None:
-        return ga
-    return measure(rewrite(model, plans[rec.method]), x, y, loss_fn, loss_name)

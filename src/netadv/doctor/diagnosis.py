@@ -51,6 +51,7 @@ class Diagnosis:
     trial: Trial | None = None
     after: Measurement | None = None  # the recommended rewrite, same weights and inputs
     notes: list[str] = field(default_factory=list)
+    data_given: bool = False  # data was passed (a trial runs unless no rewrite applies)
 
     @property
     def method(self) -> str | None:
@@ -61,7 +62,7 @@ class Diagnosis:
         return self.trial is None
 
     def trial_would_add(self) -> str | None:
-        if not self.static:
+        if self.data_given:
             return None
         methods = ", ".join(self.signals.plans) or "no rewrite (none applies)"
         return (
@@ -133,7 +134,7 @@ class Diagnosis:
         if self.trial is not None:
             lines += ["", *_trial_table(self.trial)]
         lines += ["", *_recommendation_lines(self.recommendation)]
-        if self.static:
+        if self.trial_would_add():
             lines += _wrap(self.trial_would_add(), "")
         elif self.static_recommendation.method != self.method:
             alone = self.static_recommendation.method or "leave it"

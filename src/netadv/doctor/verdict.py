@@ -135,7 +135,9 @@ def ga_lifts(sig: Signals) -> bool:
 
 
 def static_verdict(sig: Signals) -> Recommendation:
-    state, evidence = sig.state, [STUDY["product"]]
+    state = sig.state
+    small = sig.gain_product is not None and sig.gain_product < VANISHING
+    evidence = [STUDY["product"]] if small else []
     if state == "non-finite":
         return leave(
             sig,
