@@ -17,6 +17,7 @@ import netadv
 from netadv.doctor import doctor
 from netadv.doctor.inputs import Batches
 from netadv.doctor.trial import Arm, compare
+from netadv.doctor.verdict import Signals, gradient_state, static_verdict
 from netadv.errors import ConfigError
 from netadv.experiments.mlp import MLP
 from netadv.experiments.models import resnet18, vit
@@ -237,12 +238,31 @@ class Branchy(nn.Module):
         (lambda: doctor(MLP(64, 10, depth=2, width=8), methods=["ga", "magic"]),
          "unknown method 'magic'"),
         (lambda: doctor(MLP(64, 10, depth=2, width=8), data=[1, 2, 3]), "(inputs, targets)"),
+        (lambda: doctor(MLP(64, 10, depth=2, width=8), example_inputs=(torch.randn(1, 64),)),
+         "at least 2 samples"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line(call, words):
     with pytest.raises(ConfigError) as e:
         call()
     assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_gradient_bands_and_a_ga_that_would_explode():
+    assert [gradient_state(r) for r in (1e-4, 1e-2, 1.0, 1e4)] == [
+        "vanishing",
+        "weak",
+        "healthy",
+        "exploding",
+    ]
+    assert gradient_state(1.0, finite=False) == "non-finite"
+    model = MLP(64, 10, depth=2, width=8, activation="tanh")
+    plans = {"ga": netadv.plan(model, "ga", example_inputs=x64())}
+    sig = Signals(1e4, True, 0.5, plans, ["tanh", "tanh"], ga_ratio=1e8)
+    rec = static_verdict(sig)
+    assert rec.method is None and "GA does not fix it" in rec.reason
+    assert any("amplifies" in e for e in rec.evidence)
+    assert static_verdict(Signals(1e4, True, 0.5, plans, ["tanh"], ga_ratio=10.0)).method == "ga"
 
 
 # ---- the JSON shape -----------------------------------------------------------------------------

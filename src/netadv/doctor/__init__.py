@@ -153,6 +153,11 @@ def _inputs(model: nn.Module, example_inputs: Any, batches: Batches | None):
                 f"the doctor runs {type(model).__name__} to find and measure its sites: pass "
                 "example_inputs=(tensor,) or data= (CLI: --input-shape N,C,H,W or --config)"
             )
+    if x.dim() == 0 or x.shape[0] < 2:
+        raise ConfigError(
+            f"the doctor measures a batch: give at least 2 samples (8 or more is better), got "
+            f"inputs of shape {tuple(x.shape)}"
+        )
     device = _device(model)
     x, y = x.to(device), (y.to(device) if y is not None else None)
     training = {m: m.training for m in model.modules()}
