@@ -72,8 +72,7 @@ def doctor(
     methods = _check(methods, steps, lr, time_limit)
     batches = Batches(data, batch_size, seed) if data is not None else None
     x, y, where = _inputs(model, example_inputs, batches)
-    plans = _plans(model, x, methods)
-    found = plans.pop("_sites")
+    found, plans = _plans(model, x, methods)
     probe = partial(measure, x=x, y=y, loss_fn=loss_fn, loss_name=_loss_name(loss_fn, y))
     before = probe(model, sites=found.sites)
     ga = probe(rewrite(model, plans["ga"])) if "ga" in plans else None
@@ -181,21 +180,21 @@ def _example(example_inputs: Any) -> Tensor | None:
     raise ConfigError("the doctor takes example_inputs as a tuple holding one input tensor")
 
 
-def _plans(model: nn.Module, x: Tensor, methods) -> dict[str, RewritePlan]:
-    """The plan of every considered method that changes a site; "_sites" is the GA plan, whose
-    sites are the model's sites as netadv plan lists them."""
+def _plans(model: nn.Module, x: Tensor, methods) -> tuple[RewritePlan, dict[str, RewritePlan]]:
+    """The GA plan (its sites are the model's sites as netadv plan lists them) and the plan of
+    every considered method that changes a site."""
     sites = plan(model, "ga", example_inputs=(x,))
     if not sites.sites:
         raise ConfigError(
             f"no activation sites found in {type(model).__name__}: the doctor diagnoses the "
             "activations a rewrite could change (see netadv plan)"
         )
-    out = {"_sites": sites}
+    out = {}
     for m in methods or METHODS:
         p = sites if m == "ga" else plan(model, m, example_inputs=(x,))
         if p.changed():
             out[m] = p
-    return out
+    return sites, out
 
 
 def _loss_name(loss_fn: Callable | None, y: Tensor | None) -> str:
