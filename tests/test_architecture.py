@@ -21,6 +21,7 @@ LAYERS = [
     ("netadv.layers",),
     ("netadv.rewrite",),
     ("netadv.diagnostics", "netadv.plots", "netadv.saving"),
+    ("netadv.doctor",),
     ("netadv",),
     ("netadv.experiments", "netadv.bench"),
     ("netadv.demo",),

@@ -4,6 +4,7 @@ from netadv import functional
 from netadv.activations.catalog import list_activations, register_activation
 from netadv.activations.kernel import stable_interval
 from netadv.decompose import Decomposition, decompose
+from netadv.doctor import Diagnosis, doctor
 from netadv.errors import ConfigError, NoAdversarialError
 from netadv.fused import get_backend, set_backend
 from netadv.layers.adversarial import Adversarial, adversarial
@@ -16,10 +17,12 @@ __all__ = [
     "Adversarial",
     "ConfigError",
     "Decomposition",
+    "Diagnosis",
     "NoAdversarialError",
     "RewritePlan",
     "adversarial",
     "decompose",
+    "doctor",
     "functional",
     "get_backend",
     "hdfgd",

@@ -82,5 +82,6 @@ def test_every_subcommand_is_in_the_parser(capsys):
         "plan",
         "bench",
         "compare",
+        "doctor",
     ]
     assert "{" + ",".join(COMMANDS) + "}" in out

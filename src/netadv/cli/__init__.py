@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from netadv.cli import bench, compare, demo, listing, plan, plot, study, sweep, train
+from netadv.cli import bench, compare, demo, doctor, listing, plan, plot, study, sweep, train
 from netadv.errors import ConfigError
 
 # subcommand -> its module: HELP, add_arguments(parser) and run(args) -> exit status
@@ -19,6 +19,7 @@ COMMANDS = {
     "plan": plan,
     "bench": bench,
     "compare": compare,
+    "doctor": doctor,
 }
 
 
