@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import netadv
-from netadv.diagnostics import Diagnostics, _site_stats, activation_sites, weight_layers
+from netadv.diagnostics import Diagnostics, activation_sites, site_stats, weight_layers
 
 
 def mlp(act: type[nn.Module] = nn.Sigmoid, depth: int = 3, width: int = 16) -> nn.Sequential:
@@ -39,7 +39,7 @@ def test_sites_are_activations_in_model_order_and_blocks_count_once():
 def test_gain_and_moments_of_a_plain_activation():
     x = torch.linspace(-4, 4, 101).reshape(1, -1)
     s = torch.sigmoid(x.double())
-    stats = _site_stats(nn.Sigmoid(), x)
+    stats = site_stats(nn.Sigmoid(), x)
     assert stats["gain"] == pytest.approx((s * (1 - s)).mean().item(), rel=1e-5)
     assert stats["mean"] == pytest.approx(0.0, abs=1e-6)
     assert stats["var"] == pytest.approx(x.var().item(), rel=1e-6)
@@ -50,7 +50,7 @@ def test_adversarial_site_reports_the_fraction_outside_its_interval():
     a = netadv.adversarial("tanh")
     c = math.acosh(25**0.5)  # cosh^2(c) = 25: the edge of tanh's stable interval
     x = torch.tensor([[-3.0, -2.0, 0.0, 1.0, 2.0, 2.5, 4.0, 10.0]])
-    stats = _site_stats(a, x)
+    stats = site_stats(a, x)
     assert stats["outside"] == pytest.approx((x.abs() > c).float().mean().item())
     # inside the interval the gain is exactly 1/f', outside the slope at the edge
     inv = torch.cosh(x.clamp(-c, c).double()) ** 2
@@ -64,18 +64,18 @@ def test_block_gain_is_the_slope_along_the_diagonal():
     x = torch.randn(5, 6)
     z = fc1(x).detach().requires_grad_(True)
     (slope,) = torch.autograd.grad(F.gelu(z).sum(), z)
-    stats = _site_stats(block, x)
+    stats = site_stats(block, x)
     assert stats["gain"] == pytest.approx(slope.abs().mean().item(), rel=1e-5)
     assert stats["outside"] is None
 
     sa = netadv.hdfgd(fc1, "gelu", consumer=fc2, adversarial=True)
-    stats = _site_stats(sa, 100 * x)  # far out: some pre-activations leave A_Phi's interval
+    stats = site_stats(sa, 100 * x)  # far out: some pre-activations leave A_Phi's interval
     assert 0 < stats["outside"] <= 1
 
 
 def test_inplace_activation_does_not_break_the_statistics():
     x = torch.randn(4, 10)
-    stats = _site_stats(nn.ReLU(inplace=True), x)
+    stats = site_stats(nn.ReLU(inplace=True), x)
     assert stats["gain"] == pytest.approx((x > 0).float().mean().item())
 
 

@@ -47,7 +47,7 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
-def _site_stats(module: nn.Module, x: Tensor) -> dict:
+def site_stats(module: nn.Module, x: Tensor) -> dict:
     """Gain, pre-activation moments and fraction outside the stable interval for one call."""
     outside: list[float] = []
     with torch.enable_grad():
@@ -124,7 +124,7 @@ class Diagnostics:
         self._handles = []
         sites, product = [], 1.0
         for label, module, x in self._calls:
-            stats = _site_stats(module, x)
+            stats = site_stats(module, x)
             product *= stats["gain"]
             sites.append({"site": label, **stats, "gain_product": product})
         self._calls = []

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from netadv.activations.kernel import stable_interval
 from netadv.defaults import MAX_GAIN
-from netadv.diagnostics import _site_stats, activation_sites, weight_layers
+from netadv.diagnostics import activation_sites, weight_layers
+from netadv.diagnostics import site_stats as diagnostic_stats
 from netadv.doctor.inputs import checked_loss, default_loss, run_model, surrogate_target
 from netadv.layers.hdfgd import HDFGD
 from netadv.rewrite.site import Site
@@ -188,7 +189,7 @@ class _ModuleSites(_Hooks):
                 return
             self.busy = True
             try:
-                gain = _site_stats(module, args[0])["gain"]
+                gain = diagnostic_stats(module, args[0])["gain"]
             finally:
                 self.busy = False
             row = {"index": len(self.found), "name": name, "activation": module._get_name()}
