@@ -22,6 +22,7 @@ class Arm(NamedTuple):
     method: str
     set: tuple[str, ...] = ()
     vs: str | None = None
+    also_vs: tuple[str, ...] = ()  # more arms the study tests it against (not in the report)
 
 
 def parse_list(text: str, kind=str) -> list:

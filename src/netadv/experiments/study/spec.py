@@ -53,6 +53,12 @@ def references(exp: Experiment) -> dict[str, str]:
     return {a.label: a.vs for a in exp.arms if a.vs}
 
 
+def extra_comparisons(exp: Experiment) -> list[tuple[str, str]]:
+    """(arm, reference) pairs the study also tests, beyond each arm's report reference (an SA
+    arm against the capacity-matched baseline, say)."""
+    return [(a.label, other) for a in exp.arms for other in a.also_vs]
+
+
 def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.exists():
@@ -65,11 +71,12 @@ def load_spec(path: str | Path) -> StudySpec:
     for exp in experiments:
         labels = [a.label for a in exp.arms]
         for arm in exp.arms:
-            if arm.vs is not None and arm.vs not in labels:
-                raise ConfigError(
-                    f"{path}: {exp.name} arm {arm.label} is compared with {arm.vs!r}, which is "
-                    f"not one of its arms ({', '.join(labels)})"
-                )
+            for other in (arm.vs, *arm.also_vs):
+                if other is not None and other not in labels:
+                    raise ConfigError(
+                        f"{path}: {exp.name} arm {arm.label} is compared with {other!r}, which "
+                        f"is not one of its arms ({', '.join(labels)})"
+                    )
     summaries = _summaries(path, data)
     for summary in summaries:
         unknown = [n for n in summary.experiments if n not in names]
@@ -107,12 +114,16 @@ def _arm(entry: Any) -> Arm:
     if isinstance(entry, str):
         return Arm(entry, entry, ())
     if not isinstance(entry, dict) or "method" not in entry:
-        raise ConfigError(f"an arm is a method name or {{label, method, set, vs}}, got {entry!r}")
+        raise ConfigError(
+            f"an arm is a method name or {{label, method, set, vs, also_vs}}, got {entry!r}"
+        )
+    also = entry.get("also_vs") or []
     return Arm(
         entry.get("label") or entry["method"],
         entry["method"],
         tuple(entry.get("set", [])),
         entry.get("vs"),
+        tuple([also] if isinstance(also, str) else also),
     )
 
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from netadv.experiments.report import significance as sig
 from netadv.experiments.report.runs import Run
-from netadv.experiments.report.stats import report_table
-from netadv.experiments.report.tables import markdown_table
+from netadv.experiments.report.stats import report_table, secondary_metric
+from netadv.experiments.report.tables import ALPHA, markdown_table
 from netadv.experiments.study.spec import Summary
-from netadv.experiments.tasks import metrics_by_column
+from netadv.experiments.tasks import metrics_by_column, metrics_of
 
 
 def _setting(run: Run, dotted: str) -> Any:
@@ -113,54 +114,69 @@ def format_summary(rows: list[dict[str, Any]], summary: Summary) -> str:
     return markdown_table(head, body)
 
 
-def _final_loss_std(runs: list[Run]) -> float | None:
-    losses = [r.metrics[-1].get("test_loss") for r in runs if r.status == "ok" and r.metrics]
-    losses = [float(v) for v in losses if v is not None and math.isfinite(v)]
-    return float(np.std(losses, ddof=1)) if len(losses) >= 2 else None
+def claim_rows(
+    runs: dict[str, list[Run]],
+    refs: dict[str, dict[str, str]],
+    extra: dict[str, list[tuple[str, str]]] | None = None,
+) -> list[dict[str, Any]]:
+    """Every arm of the study against its reference (and the extra references the spec names),
+    as one family of tests: the relative change of the primary metric (Top-1 or BLEU), the
+    mean difference with its 95% CI, the declared test's p (paired t where seeds pair, else
+    Welch), the difference 80% power detects, the second quality metric, steady-state seconds
+    per epoch and the loss spread; then Holm's and Benjamini-Hochberg's adjustment over the
+    whole family and whether the difference holds after Holm's."""
+    out = []
+    for name, group in runs.items():
+        if not group:
+            continue
+        table = report_table(group, references=refs.get(name))
+        out += [_claim(name, row, table) for row in table if row["reference"] is not None]
+        for arm, other in (extra or {}).get(name, []):
+            rows = report_table(group, references={**refs.get(name, {}), arm: other})
+            out += [_claim(name, r, rows) for r in rows if r["arm"] == arm]
+    p = [r["test_p"] for r in out]
+    for row, holm, bh in zip(out, sig.holm(p), sig.benjamini_hochberg(p)):
+        row.update(holm=holm, bh=bh, holds=holm is not None and holm < ALPHA)
+    return out
+
+
+def _claim(name: str, row: dict[str, Any], table: list[dict[str, Any]]) -> dict[str, Any]:
+    ref = next(r for r in table if r["arm"] == row["reference"])
+    q = metrics_of(row["task"]).primary.column
+    second = secondary_metric(table, metrics_of(row["task"]).secondary).column
+    return {
+        "experiment": name,
+        "arm": row["arm"],
+        "reference": row["reference"],
+        "n": (row["n"], ref["n"]),
+        "quality_rel": row[f"{q}_rel_pct"],
+        "diff": row[f"{q}_diff"],
+        "diff_ci95": row[f"{q}_diff_ci95"],
+        "test": row[f"{q}_test"],
+        "test_p": row[f"{q}_test_p"],
+        "signflip_p": row[f"{q}_signflip_p"],
+        "detectable": row[f"{q}_detectable"],
+        "error_rel": _rel(row[f"{second}_mean"], ref[f"{second}_mean"]),
+        "error_p": row[f"{second}_p"],
+        "time_rel": _rel(_steady(row), _steady(ref)),
+        "time_p": row["s_steady_p"]
+        if row.get("s_steady_mean") is not None
+        else row["s_per_epoch_p"],
+        "spread": (row.get("spread_mean"), ref.get("spread_mean")),
+        "spread_p": row.get("spread_p"),
+    }
+
+
+def _steady(row: dict[str, Any]) -> float | None:
+    """Steady-state seconds per epoch (all epochs' mean where runs had one)."""
+    s = row.get("s_steady_mean")
+    return s if s is not None else row["s_per_epoch_mean"]
 
 
 def _rel(value: float | None, ref: float | None) -> float | None:
     if value is None or ref is None or not ref:
         return None
     return 100.0 * (value - ref) / ref
-
-
-def claim_rows(runs: dict[str, list[Run]], refs: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
-    """Each GA/HD-FGD/SA arm against its reference, in the units of the paper's claims:
-    relative change of Top-1 (or BLEU), of Top-5 error (or perplexity), of seconds per epoch,
-    and the seed-to-seed std of the final test loss beside the reference's (lower = steadier)."""
-    out = []
-    for name, group in runs.items():
-        if not group:
-            continue
-        table = {row["arm"]: row for row in report_table(group, references=refs.get(name))}
-        measures = group[0].measures
-        quality, error = measures.primary.column, measures.secondary.column
-        for arm, row in table.items():
-            mine = [r for r in group if r.arm == arm]
-            if row["reference"] is None or mine[0].setting("method") == "baseline":
-                continue
-            ref = table[row["reference"]]
-            theirs = [r for r in group if r.arm == row["reference"]]
-            loss_std, ref_loss_std = _final_loss_std(mine), _final_loss_std(theirs)
-            out.append(
-                {
-                    "experiment": name,
-                    "arm": arm,
-                    "reference": row["reference"],
-                    "n": (row["n"], ref["n"]),
-                    "quality": quality,
-                    "quality_rel": row[f"{quality}_rel_pct"],
-                    "quality_p": row[f"{quality}_p"],
-                    "error": error,
-                    "error_rel": _rel(row[f"{error}_mean"], ref[f"{error}_mean"]),
-                    "error_p": row[f"{error}_p"],
-                    "time_rel": _rel(row["s_per_epoch_mean"], ref["s_per_epoch_mean"]),
-                    "time_p": row["s_per_epoch_p"],
-                    "loss_std": (loss_std, ref_loss_std),
-                }
-            )
-    return out
 
 
 def _pct(value: float | None, p: float | None = None) -> str:
@@ -170,27 +186,37 @@ def _pct(value: float | None, p: float | None = None) -> str:
     return text if p is None else f"{text} (p={p:.2g})"
 
 
+def _g(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2g}"
+
+
 def format_claims(rows: list[dict[str, Any]]) -> str:
     head = [
-        "experiment",
-        "arm (vs reference)",
-        "n",
-        "Δ Top-1 / BLEU",
-        "Δ Top-5 err / ppl",
-        "Δ s/epoch",
-        "final test loss std (arm vs ref)",
-    ]
+        "experiment", "arm (vs reference)", "n", "Δ Top-1 / BLEU", "Δ (95% CI)", "test, p",
+        "sign-flip p", "Holm", "BH q", "holds", "80%-power Δ", "Δ test loss / Top-5 err / ppl",
+        "Δ s/epoch", "loss spread (arm vs ref)",
+    ]  # fmt: skip
     body = []
     for r in rows:
-        stds = " vs ".join("n/a" if v is None else f"{v:.4f}" for v in r["loss_std"])
-        cells = [
+        spread = " vs ".join("n/a" if v is None else f"{v:.3f}" for v in r["spread"])
+        ci = r["diff_ci95"]
+        diff = "n/a" if r["diff"] is None else f"{r['diff']:+.2f}"
+        if ci is not None:
+            diff += f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+        body.append([
             r["experiment"],
             f"{r['arm']} (vs {r['reference']})",
             f"{r['n'][0]} vs {r['n'][1]}",
-            _pct(r["quality_rel"], r["quality_p"]),
+            _pct(r["quality_rel"]),
+            diff,
+            f"{r['test']} {_g(r['test_p'])}" if r["test"] else "n/a",
+            _g(r["signflip_p"]),
+            _g(r["holm"]),
+            _g(r["bh"]),
+            "**yes**" if r["holds"] else "no",
+            "n/a" if r["detectable"] is None else f"{r['detectable']:.2f}",
             _pct(r["error_rel"], r["error_p"]),
             _pct(r["time_rel"], r["time_p"]),
-            stds,
-        ]
-        body.append(cells)
+            spread,
+        ])  # fmt: skip
     return markdown_table(head, body)
