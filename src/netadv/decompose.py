@@ -149,6 +149,8 @@ def decompose(f: Any) -> Decomposition:
     expression (decomposed by numbering the occurrences of its symbol)."""
     if isinstance(f, Decomposition):
         return f
+    if isinstance(f, str) and not _is_name(f) and _registered_call(f) is not None:
+        f = _registered_call(f)  # "leaky_relu(0.1)": a registered activation with parameters
     if isinstance(f, sympy.Basic) or isinstance(f, str) and not _is_name(f):
         expr = symbolic.parse(f) if isinstance(f, str) else f
         return Decomposition(str(expr), number_occurrences(expr))
@@ -165,6 +167,14 @@ def decompose(f: Any) -> Decomposition:
             f"netadv.register_activation(name, f, decomposition=...))"
         )
     return Decomposition(spec.decomposition, expr)
+
+
+def _registered_call(text: str) -> ActivationSpec | None:
+    """The activation ``text`` names as a call with parameters ("elu(alpha=0.5)"), else None."""
+    try:
+        return registry.by_name(text)
+    except (ValueError, TypeError):
+        return None
 
 
 def _is_name(text: str) -> bool:
