@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -157,6 +158,53 @@ def test_split_adversarial_gelu_tanh_replaces_the_tanh():
 def test_split_adversarial_needs_an_adversarial_term():
     with pytest.raises(netadv.ConfigError, match="has an adversarial function"):
         netadv.decompose(X * sympy.sin(X)).split_adversarial()
+
+
+def test_split_adversarial_refuses_a_quotient_with_no_value_at_the_origin():
+    # A_exp(0) = 0 with anchor "zero": tanh's SA denominator A_exp(x_3) + A_exp(-x_4) is 0 there
+    with pytest.raises(netadv.ConfigError, match="has no value at the origin.*use anchor='f0'"):
+        netadv.decompose("tanh").split_adversarial(anchor="zero")
+    netadv.decompose("tanh").split_adversarial(anchor="f0")
+
+
+# --- overflow-safe lifted forms (netadv.symbolic.stable_form) --------------------------------
+
+BIG = [89.0, -89.0, 1000.0, -1000.0, 12.0, -12.0, 0.5, 0.0]
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str
+)
+def test_tanh_lifted_is_exact_at_large_inputs(dtype):
+    """(e^x1 - e^-x2)/(e^x3 + e^-x4) was NaN from inf/inf at |x| >= 89 (>= 12 in float16)."""
+    d = netadv.decompose("tanh")
+    x = torch.tensor(BIG, dtype=dtype)
+    torch.testing.assert_close(d(x, x, x, x), torch.tanh(x))
+    # off the diagonal too: exact where representable, e^(x_1 - x_3) / 2 here
+    x1 = torch.tensor([5.0, 30.0, 40.0], dtype=torch.float64)
+    zero = torch.zeros_like(x1)
+    torch.testing.assert_close(d(x1, zero, zero, zero), (torch.exp(x1) - 1) / 2)
+
+
+@pytest.mark.parametrize("path", ["fused", "closure"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_tanh_block_is_the_original_at_large_preactivations(path, dtype):
+    lin = nn.Linear(4, len(BIG)).to(dtype)
+    with torch.no_grad():  # pre-activations +-89, +-1000, ... whatever the input
+        lin.weight.mul_(1e-3)
+        lin.bias.copy_(torch.tensor(BIG))
+    block = netadv.hdfgd(lin, "tanh")
+    if path == "closure":
+        block.form = copy.copy(block.form)
+        block.form.kernel = None
+    x = torch.randn(3, 4, dtype=dtype, requires_grad=True)
+    y = block(x)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    want = torch.tanh(lin(x))
+    (g_want,) = torch.autograd.grad(want.sum(), x)
+    torch.testing.assert_close(y, want)
+    assert torch.isfinite(g).all()
+    torch.testing.assert_close(g, g_want, rtol=1e-2, atol=1e-2)
 
 
 def test_register_activation_with_lifted_decomposition(restore_registry):

@@ -58,8 +58,9 @@ class Decomposition:
 
     @functools.cached_property
     def lifted(self):
-        """``lifted(xs, funcs=None) -> Tensor`` evaluating F on the list of k tensors ``xs``."""
-        return symbolic.to_torch(self.expr, self.symbols)
+        """``lifted(xs, funcs=None) -> Tensor`` evaluating F on the list of k tensors ``xs``
+        (its overflow-safe form, :func:`netadv.symbolic.stable_form`)."""
+        return symbolic.to_torch(symbolic.stable_form(self.expr), self.symbols)
 
     def __call__(self, *xs: Tensor) -> Tensor:
         if len(xs) != self.k:
@@ -100,6 +101,15 @@ class Decomposition:
                 f"no term of {self.name} ({self.expr}) has an adversarial function, so its SA "
                 f"form equals HD-FGD; use adversarial=False"
             )
+        origin = {n: s.f0() if anchor == "f0" else 0.0 for n, s in terms.items()}
+        try:  # SA denominators are held relative to their value at the origin
+            symbolic.stable_form(expr, origin)
+        except ValueError as e:
+            advice = "use anchor='f0'" if anchor == "zero" else "use HD-FGD (adversarial=False)"
+            raise ConfigError(
+                f"the SA form of {self.name}, {expr}, has no value at the origin with "
+                f"anchor={anchor!r} ({e}); {advice}"
+            ) from None
         return expr, terms
 
 
@@ -139,6 +149,8 @@ def decompose(f: Any) -> Decomposition:
     expression (decomposed by numbering the occurrences of its symbol)."""
     if isinstance(f, Decomposition):
         return f
+    if isinstance(f, str) and not _is_name(f) and _registered_call(f) is not None:
+        f = _registered_call(f)  # "leaky_relu(0.1)": a registered activation with parameters
     if isinstance(f, sympy.Basic) or isinstance(f, str) and not _is_name(f):
         expr = symbolic.parse(f) if isinstance(f, str) else f
         return Decomposition(str(expr), number_occurrences(expr))
@@ -155,6 +167,14 @@ def decompose(f: Any) -> Decomposition:
             f"netadv.register_activation(name, f, decomposition=...))"
         )
     return Decomposition(spec.decomposition, expr)
+
+
+def _registered_call(text: str) -> ActivationSpec | None:
+    """The activation ``text`` names as a call with parameters ("elu(alpha=0.5)"), else None."""
+    try:
+        return registry.by_name(text)
+    except (ValueError, TypeError):
+        return None
 
 
 def _is_name(text: str) -> bool:

@@ -356,7 +356,7 @@ def test_relu_points_to_leaky_relu_surrogate():
     assert isinstance(e.value, ValueError)
     msg = str(e.value)
     assert "x <= 0" in msg
-    assert "surrogate" in msg and "LeakyReLU(0.1)" in msg
+    assert "surrogate" in msg and "netadv.adversarial('leaky_relu(0.1)')" in msg
     with pytest.raises(netadv.NoAdversarialError):
         netadv.adversarial(nn.ReLU())
 

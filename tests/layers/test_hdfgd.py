@@ -300,7 +300,8 @@ def _sa_reference(act, zs, adv):
         return zs[0] / 2 * (1 + t[0]), t
     if act == "tanh":
         t = [adv["exp"](zs[0]), adv["exp"](-zs[1]), adv["exp"](zs[2]), adv["exp"](-zs[3])]
-        return (t[0] - t[1]) / (t[2] + t[3]), t
+        # the denominator is held at half its value at the origin, A_exp(0) + A_exp(0) = 2
+        return (t[0] - t[1]) / (t[2] + t[3]).clamp(min=1.0), t
     raise AssertionError(act)
 
 

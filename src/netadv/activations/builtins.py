@@ -91,6 +91,9 @@ class ActivationRow:
     decomposition: sympy.Expr | str | None = None
     nn_factory: Callable[..., nn.Module] | None = None  # nn_factory(**params) -> a fresh module
     calls: tuple[Call, ...] = ()
+    #: ``surrogate(**params)``: where f has no adversarial, a similar activation that has one, as
+    #: Python source for netadv.adversarial's argument (shown in the error message).
+    surrogate: Callable[..., str] | None = None
     expr: sympy.Expr | None = None  # f as a sympy expression (activations given that way)
 
     def defaults(self) -> dict[str, float]:
@@ -164,6 +167,12 @@ def _leaky_relu_prime(x: Tensor, negative_slope: float) -> Tensor:
 
 def _relu_prime(x: Tensor) -> Tensor:
     return (x > 0).to(x.dtype)
+
+
+def _leaky_relu_surrogate(negative_slope: float = 0.0) -> str:
+    """A negative (or zero) slope makes f' change sign (or vanish): the slope's absolute value
+    gives a monotonic LeakyReLU of the same shape, 0.1 where that is zero."""
+    return f"'leaky_relu({abs(negative_slope) or 0.1:g})'"
 
 
 def _quick_gelu(x: Tensor) -> Tensor:
@@ -314,6 +323,7 @@ BUILTINS: tuple[ActivationRow, ...] = (
             Call(F.leaky_relu, ("negative_slope", "inplace")),
             Call(F.leaky_relu_, ("negative_slope",), inplace=True),
         ),
+        surrogate=_leaky_relu_surrogate,
     ),
     # Activations with no global adversarial: registered for recognition and decomposition.
     ActivationRow(
@@ -330,6 +340,7 @@ BUILTINS: tuple[ActivationRow, ...] = (
             Call("relu"),
             Call("relu_", inplace=True),
         ),
+        surrogate=_leaky_relu_surrogate,
     ),
     ActivationRow(
         "gelu",

@@ -24,10 +24,14 @@ Derivative = Callable[[Tensor], Tensor]
 
 
 def slope_by_autograd(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """f'(x) of an element-wise torch callable ``fn``, by autograd."""
+    """f'(x) of an element-wise torch callable ``fn``, by autograd (zero where its output does
+    not depend on x, as for ``torch.zeros_like``)."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(fn(x).sum(), x, allow_unused=True)
+        y = fn(x)
+        if not y.requires_grad:
+            return torch.zeros_like(x)
+        (g,) = torch.autograd.grad(y.sum(), x, allow_unused=True)
     return torch.zeros_like(x) if g is None else g
 
 
@@ -62,8 +66,11 @@ def _zero_sets(xs: np.ndarray, d: np.ndarray, deriv: Derivative) -> list[str]:
     sign = np.sign(d)
     for i in np.flatnonzero(sign[:-1] * sign[1:] < 0):
         f = lambda t: float(deriv(torch.tensor([t], dtype=torch.float64))[0])
-        root = brentq(f, xs[i], xs[i + 1], xtol=1e-12)
-        found.append(f"x ~ {_fmt(root)} (sign change)")
+        root = brentq(f, xs[i], xs[i + 1], xtol=1e-12)  # also finds where f' jumps
+        if min(abs(d[i]), abs(d[i + 1])) > 1e-3 * np.abs(d).max():  # a jump, not a zero
+            found.append(f"x ~ {_fmt(root)} (jumps from {d[i]:.3g} to {d[i + 1]:.3g})")
+        else:
+            found.append(f"x ~ {_fmt(root)} (sign change)")
     return found
 
 
@@ -79,8 +86,13 @@ def _underflowed(d: np.ndarray) -> np.ndarray:
     return mask
 
 
-def check_derivative(name: str, deriv: Derivative) -> None:
-    """Raise :class:`NoAdversarialError` if f' vanishes or changes sign."""
+def check_derivative(
+    name: str, deriv: Derivative, *, surrogate: str | None = None, lifted: str | None = None
+) -> None:
+    """Raise :class:`NoAdversarialError` if f' vanishes or changes sign, with advice that works:
+    ``surrogate`` is an activation to suggest instead (``netadv.adversarial``'s argument, as
+    Python source), ``lifted`` what ``netadv.hdfgd`` accepts for f (None: f has no
+    decomposition)."""
     xs = torch.linspace(-CHECK_EXTENT, CHECK_EXTENT, 40001, dtype=torch.float64)
     xs[len(xs) // 2] = 0.0  # exactly 0 (linspace gives -4e-16), where kinks usually sit
     d = deriv(xs).detach().numpy()
@@ -90,23 +102,44 @@ def check_derivative(name: str, deriv: Derivative) -> None:
             f"{name}: f'(x) is not finite at x = {_fmt(bad[0])}; an adversarial needs a finite, "
             f"non-zero slope everywhere"
         )
+    if (d == 0).all():
+        raise NoAdversarialError(
+            f"{name} has no adversarial function: f'(x) = 0 at every x, so A_f' = 1/f' does not "
+            "exist anywhere; an activation must depend on its input (a constant does not)"
+        )
     d = np.where(_underflowed(d), np.nan, d)  # saturated tails are not zeros
     keep = ~np.isnan(d)
     xs, d = xs[keep], d[keep]
     if (d == 0).any() or (d > 0).any() and (d < 0).any():
-        where = "; ".join(_zero_sets(xs.numpy(), d, deriv)[:4])
+        sets = _zero_sets(xs.numpy(), d, deriv)[:4]
+        what = "f' changes sign" if all("jumps" in z for z in sets) else "f'(x) = 0"
         half_line = (d[: len(d) // 2] == 0).all() or (d[len(d) // 2 + 1 :] == 0).all()
-        hint = (
-            "use an explicit surrogate such as netadv.adversarial(torch.nn.LeakyReLU(0.1)) "
-            "(negative slope >= 1/max_gain keeps the gain bounded), or HD-FGD/SA"
-            if half_line
-            else "use HD-FGD/SA instead: netadv.hdfgd(layer, "
-            f"{name!r}, adversarial=True) or netadv.rewrite(model, 'sa')"
-        )
         raise NoAdversarialError(
-            f"{name} has no adversarial function: f'(x) = 0 at {where}, so A_f' = 1/f' does not "
-            f"exist there; {hint}"
+            f"{name} has no adversarial function: {what} at {'; '.join(sets)}, so A_f' = 1/f' "
+            f"does not exist there; {_advice(name, half_line, surrogate, lifted)}"
         )
+
+
+def _advice(name: str, half_line: bool, surrogate: str | None, lifted: str | None) -> str:
+    """What to use instead of an activation with no adversarial (see check_derivative)."""
+    if surrogate is None and half_line:
+        surrogate = "torch.nn.LeakyReLU(0.1)"
+    if surrogate is not None:
+        hdfgd = f", or HD-FGD/SA: netadv.hdfgd(layer, {lifted!r}, adversarial=True)" * bool(lifted)
+        return (
+            f"use an explicit surrogate such as netadv.adversarial({surrogate}) (a positive slope "
+            f">= 1/max_gain keeps the gain bounded on both sides){hdfgd}"
+        )
+    if lifted is not None:
+        return (
+            f"use HD-FGD/SA instead: netadv.hdfgd(layer, {lifted!r}, adversarial=True) or "
+            "netadv.rewrite(model, 'sa')"
+        )
+    return (
+        f"HD-FGD/SA need {name}'s decomposition: pass f as a one-symbol sympy expression "
+        "(e.g. netadv.hdfgd(layer, 'x*sigmoid(x)', adversarial=True)) or register one with "
+        "netadv.register_activation(name, f, decomposition=...)"
+    )
 
 
 def stable_interval_of(name: str, deriv: Derivative, max_gain: float) -> tuple[float, float]:

@@ -170,9 +170,15 @@ class AdversarialKernel:
 # ---- the stable interval --------------------------------------------------------------------
 
 
+def _check(spec: ActivationSpec) -> None:
+    """NoAdversarialError where f' vanishes or changes sign, with advice that works for f."""
+    lifted = spec.title if spec.decomposition else str(spec.expr) if spec.expr is not None else None
+    check_derivative(spec.title, spec.deriv, surrogate=spec.surrogate, lifted=lifted)
+
+
 @functools.lru_cache(maxsize=256)
 def _cached_interval(spec: ActivationSpec, max_gain: float) -> tuple[float, float]:
-    check_derivative(spec.title, spec.deriv)
+    _check(spec)
     return stable_interval_of(spec.title, spec.deriv, max_gain)
 
 
@@ -180,7 +186,7 @@ def _interval(spec: ActivationSpec, max_gain: float) -> tuple[float, float]:
     try:
         return _cached_interval(spec, float(max_gain))
     except TypeError:  # an unhashable user callable
-        check_derivative(spec.title, spec.deriv)
+        _check(spec)
         return stable_interval_of(spec.title, spec.deriv, max_gain)
 
 

@@ -42,6 +42,8 @@ class ActivationSpec:
     decomposition: str | None = None
     params: tuple[tuple[str, Any], ...] = ()
     expr: sympy.Expr | None = field(default=None, compare=False)  # for sympy-given activations
+    #: where f has no adversarial, one to suggest (netadv.adversarial's argument, as source)
+    surrogate: str | None = field(default=None, compare=False)
 
     def __deepcopy__(self, memo):  # immutable, shared like a function
         return self
@@ -228,6 +230,7 @@ def _spec(row: ActivationRow, values: dict[str, float]) -> ActivationSpec:
         decomposition,
         row.listed(values),
         expr=row.expr,
+        surrogate=row.surrogate(**values) if row.surrogate is not None else None,
     )
 
 
@@ -286,7 +289,49 @@ def _from_module(f: nn.Module) -> ActivationSpec:
             p = params(f)
             name = p.pop("_name", name)
             return by_name(name, **p)
+    check_elementwise(f, type(f).__name__)
     return ActivationSpec(type(f).__name__, f)  # an unknown element-wise module: generic
+
+
+#: The probe of :func:`check_elementwise` (float64, distinct, both signs) and a permutation.
+_PROBE = (-2.5, -1.25, -0.5, -0.125, 0.25, 0.75, 1.5, 3.0)
+_PERMUTATION = (5, 2, 7, 0, 3, 6, 1, 4)
+_ACCEPTED = (
+    "netadv takes functions applied to each element on its own: a registered name, torch.tanh, "
+    "nn.GELU(), lambda x: x * torch.sigmoid(x), or a one-symbol sympy expression"
+)
+
+
+def check_elementwise(fn: Callable, name: str) -> None:
+    """Raise ValueError unless ``fn`` maps a tensor to one of its shape element by element:
+    probed on a small float64 vector, permuted (cumsum fails) and cut short (softmax, which a
+    permutation cannot tell, fails)."""
+    x = torch.tensor(_PROBE, dtype=torch.float64)
+    perm = torch.tensor(_PERMUTATION)
+    with torch.no_grad():
+        try:
+            y = fn(x)
+            why = _not_elementwise(fn, x, y, perm)
+        except Exception as e:  # noqa: BLE001 - any failure of a user's callable is reported
+            first = str(e).splitlines()[0] if str(e) else ""
+            why = f"calling it on a float64 tensor of shape (8,) failed ({type(e).__name__}: "
+            why += f"{first})"
+    if why is not None:
+        raise ValueError(f"{name} is not an element-wise activation: {why}; {_ACCEPTED}")
+
+
+def _not_elementwise(fn: Callable, x: Tensor, y: Any, perm: Tensor) -> str | None:
+    """Why ``fn`` (with ``y = fn(x)``) is not element-wise, or None."""
+    if not isinstance(y, Tensor):
+        return f"it returns {type(y).__name__}, not a tensor of its input's shape"
+    if y.shape != x.shape:
+        return f"it maps a tensor of shape {tuple(x.shape)} to one of shape {tuple(y.shape)}"
+    same = lambda a, b: torch.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True)
+    if not same(fn(x[perm]), y[perm]):
+        return "permuting its input does not permute its output (f(x[p]) != f(x)[p])"
+    if not same(fn(x[:3]), y[:3]):
+        return "each output depends on other elements (f(x[:3]) != f(x)[:3])"
+    return None
 
 
 def resolve(f: Any) -> ActivationSpec:
@@ -307,7 +352,9 @@ def resolve(f: Any) -> ActivationSpec:
     if callable(f):
         if f in _TORCH_CALLABLES:
             return by_name(_TORCH_CALLABLES[f])
-        return ActivationSpec(getattr(f, "__name__", type(f).__name__), f)
+        name = getattr(f, "__name__", type(f).__name__)
+        check_elementwise(f, name)
+        return ActivationSpec(name, f)
     raise TypeError(
         f"cannot make an activation from {type(f).__name__}: pass a name, a torch.nn module "
         f"(instance or class), an element-wise torch callable, or a one-symbol sympy expression"
@@ -331,6 +378,9 @@ def register(
     """
     key = name.lower()
     base = resolve(f)
+    for what, fn in (("derivative", derivative), ("adversarial", adversarial)):
+        if fn is not None:
+            check_elementwise(fn, f"{name}'s {what}")
     closed = base.closed_form
     if adversarial is not None:
         deriv = derivative or base.derivative or autograd_derivative(base.fn)

@@ -1,9 +1,10 @@
-"""The two custom autograd Functions of netadv: each saves only its input.
+"""The custom autograd Functions of netadv.
 
 :class:`AdversarialFunction` runs an :class:`~netadv.activations.kernel.AdversarialKernel` and
 :class:`LiftedFunction` a generated lifted kernel (:mod:`netadv.functional.codegen`); both take
 their backward from the kernel's hand-written one, so a layer keeps for backward nothing but
-the tensor it was called on.
+the tensor it was called on. :class:`SaturatedGrad` (identity forward, saves nothing) holds the
+gradients flowing back through it to a dtype's finite range.
 """
 
 from __future__ import annotations
@@ -70,6 +71,29 @@ class LiftedFunction(torch.autograd.Function):
             args = (z, g, gp, *tables)
         gz = fn.fn(*args) if eager else fn(*args, backend=backend)
         return (gz, *none)
+
+
+class SaturatedGrad(torch.autograd.Function):
+    """Identity on each tensor; backward clamps each gradient to ``[-limit, limit]`` (an inf
+    becomes ``limit``; the exact gradient wherever it is within the limit). Saves nothing."""
+
+    @staticmethod
+    def forward(ctx, limit: float, *ts: Tensor):
+        ctx.limit = limit
+        return tuple(t.view_as(t) for t in ts)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor | None):
+        return (None, *(None if g is None else g.clamp(-ctx.limit, ctx.limit) for g in grads))
+
+
+def saturated_grads(dtype: torch.dtype, *ts: Tensor | None, limit: float | None = None):
+    """``ts`` unchanged, their gradients saturated to ``dtype``'s finite range (or to ``limit``);
+    None passes through."""
+    limit = torch.finfo(dtype).max if limit is None else limit
+    present = [t for t in ts if t is not None]
+    it = iter(SaturatedGrad.apply(limit, *present) if present else ())
+    return tuple(None if t is None else next(it) for t in ts)
 
 
 def run_lifted(z3: Tensor, kernel, tables: list, backend: str | None = None):

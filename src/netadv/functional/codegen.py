@@ -2,10 +2,12 @@
 
 The block's producer writes all k pre-activations into one wide tensor (unit-major: term i of
 unit j at channel ``j*k + i``), viewed here as ``z[A, k, B]``. From the block's sympy expression
-this module generates two straight-line tensor functions once per expression:
+(its :func:`~netadv.symbolic.stable_form`, as the closure path evaluates it) this module
+generates two straight-line tensor functions once per expression:
 
 - forward: ``y = F(z[:, 0], ..., z[:, k-1])`` and, for SA, the penalty ``mean(sum_t A_t^2)``
-  (the sum over the SA terms of ``mean(A_t(x)^2)``, as the closure path records it);
+  (the sum over the SA terms of ``mean(A_t(x)^2)``, as the closure path records it; saturated,
+  since a square overflows long before ``A_t``);
 - backward: ``dL/dz[:, i] = g * dF/dx_i + (g_p / n) * dQ/dx_i``, from sympy's partial
   derivatives with common subexpressions eliminated, where ``A_t' = 1/t'`` (exact, clamped to
   the stable interval as in :class:`~netadv.Adversarial`).
@@ -89,6 +91,8 @@ class _Printer:
         return f"({base} ** {_num(q)})"
 
     def _function(self, e: sympy.Basic) -> str:
+        if type(e).__name__ in symbolic.VARIADIC:
+            return f"_f_{type(e).__name__}({', '.join(self(a) for a in e.args)})"
         if len(e.args) != 1:
             raise _Unsupported(f"{e}: only one-argument functions")
         name, arg, adversarial = type(e).__name__, self(e.args[0]), self.adversarial
@@ -155,7 +159,7 @@ def _program(expr: sympy.Expr, symbols: tuple, adversarial: tuple[str, ...]) -> 
     lines, (y, q) = _statements([expr, penalty], names, index)
     src = [f"def forward(z{tables}):", *head, *lines]
     if calls:
-        src += [f"    return _out({y}, z.dtype), ({q}).mean()", ""]
+        src += [f"    return _out({y}, z.dtype), _penalty({q})", ""]
     else:
         src += [f"    return _out({y}, z.dtype)", ""]
     src += _backward_source(expr, None, symbols, names, index, head, tables)
@@ -190,6 +194,11 @@ def _out(y: Tensor, dtype: torch.dtype) -> Tensor:
     return saturate(y, dtype)
 
 
+def _penalty(q: Tensor) -> Tensor:
+    """The SA penalty ``mean(sum_t A_t^2)``, saturated: a square overflows long before A_t."""
+    return saturate(q.mean(), q.dtype)
+
+
 def _full(y, like: Tensor) -> Tensor:
     return y if isinstance(y, Tensor) and y.shape == like.shape else torch.zeros_like(like) + y
 
@@ -206,6 +215,7 @@ class LiftedKernel:
             "F": F,
             "_compute_dtype": compute_dtype,
             "_out": _out,
+            "_penalty": _penalty,
             "_recip": symbolic.safe_reciprocal,
             **{f"_f_{n}": fn for n, fn in symbolic.FAST_FUNCTIONS.items()},
         }

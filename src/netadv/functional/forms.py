@@ -18,17 +18,19 @@ import torch
 from torch import Tensor
 
 from netadv import symbolic
-from netadv.activations.kernel import AdversarialKernel, build_kernel
+from netadv.activations.kernel import AdversarialKernel, build_kernel, compute_dtype, saturate
 from netadv.decompose import decompose
 from netadv.defaults import ANCHOR, MAX_GAIN
 from netadv.functional import codegen
-from netadv.functional.autograd import run_adversarial, run_lifted
+from netadv.functional.autograd import run_adversarial, run_lifted, saturated_grads
 
 
 class LiftedForm:
     """``F(x_1..x_k)`` of one block: ``expr`` in ``symbols``, with the SA ``terms`` (adversarial
     kernels by name; empty for HD-FGD). ``kernel`` is the generated fused kernel, None where the
-    sympy ``closure`` is the only path; ``penalised`` says whether F records SA's penalty."""
+    sympy ``closure`` is the only path; ``penalised`` says whether F records SA's penalty. Both
+    evaluate ``stable``, the overflow-safe form of ``expr`` (:func:`netadv.symbolic.stable_form`:
+    exact wherever ``expr`` is finite, finite everywhere, SA denominators held off zero)."""
 
     def __init__(
         self,
@@ -41,8 +43,10 @@ class LiftedForm:
         self.k = len(self.symbols)
         self.terms = dict(sorted((terms or {}).items()))
         self.penalised = bool(self.terms)
-        self.closure = symbolic.to_torch(expr, self.symbols)
-        self.kernel = codegen.build(expr, self.symbols, self.terms)
+        origin = {n: t.offset for n, t in self.terms.items()}  # A_t(0): value(0) = 0 + offset
+        self.stable = symbolic.stable_form(expr, origin)
+        self.closure = symbolic.to_torch(self.stable, self.symbols)
+        self.kernel = codegen.build(self.stable, self.symbols, self.terms)
 
 
 def lifted_form(
@@ -76,13 +80,18 @@ def lifted_stacked(z3: Tensor, form: LiftedForm, *, backend: str | None = None):
     if form.kernel is not None:
         tables = [t.table_for(z3) for t in form.terms.values()]
         return run_lifted(z3, form.kernel, tables, backend)
+    dtype = z3.dtype
+    if compute_dtype(dtype) != dtype:  # half types: computed in float32 as the kernel does
+        (z3,) = saturated_grads(dtype, z3)  # the cast back of the gradient saturates
+        z3 = z3.to(compute_dtype(dtype))
     zs = z3.unbind(1)
     if not form.penalised:
-        return form.closure(zs)
+        return saturate(form.closure(zs), dtype)
     records: list[Tensor] = []
     funcs = {n: functools.partial(_recorded, t, records, backend) for n, t in form.terms.items()}
     y = form.closure(zs, funcs)
-    return y, torch.stack(records).sum()
+    total = torch.stack(records).sum()
+    return saturate(y, dtype), saturate(total, total.dtype)  # a square overflows before A_t
 
 
 def _recorded(kernel: AdversarialKernel, records: list, backend: str | None, t: Tensor) -> Tensor:

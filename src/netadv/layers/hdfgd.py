@@ -9,6 +9,28 @@ Speed: one GEMM/conv for all k terms, then one fused element-wise function
 (:func:`netadv.functional.lifted`: generated forward and backward, saving only the wide
 pre-activation, run eagerly or compiled per :mod:`netadv.fused`). Expressions the generator
 cannot handle fall back to the sympy closures of :func:`netadv.symbolic.to_torch`.
+
+Finiteness (METHOD.md section 2), for every finite input in float32, float16 and bfloat16:
+
+- the lifted function F, the SA penalty, and F's gradient with respect to the pre-activations
+  are finite: F is evaluated in its stable form (:func:`netadv.symbolic.stable_form`), half
+  types are computed in float32, and results saturate at the dtype's largest value;
+- in float16/bfloat16, a block's own backward is finite too: the producer's input and
+  parameter gradients (and a norm's) saturate at the dtype's largest value instead of
+  overflowing to inf. A saturated pre-activation gradient (65504 in float16) times the
+  producer's weights overflows float16 whatever netadv does: an SA block's input gradient did
+  from |x| >= 34 (gelu_tanh) or 1320 (gelu, silu, mish). Half-precision matmuls accumulate in
+  float32 (measured on CPU; cuBLAS and cuDNN do by default, not measured here), so that
+  overflow happens only in the final rounding and saturating the result is exact wherever the
+  gradient fits the dtype. CPU convolutions accumulate their input gradient in half precision
+  (measured: inf - inf = NaN), so there the pre-activation gradient is first held to
+  ``max / S`` (``S`` the largest sum of ``|w|`` one input element collects), under which no
+  partial sum can overflow;
+- float32 blocks use PyTorch's producer backward: it overflows only where a gradient exceeds
+  3.4e38. The consumer (when the block has one) is an ordinary layer.
+
+Saturation keeps a run finite; with a float16 GradScaler it also hides this block's overflow
+from the scaler (a later layer's usually still overflows).
 """
 
 from __future__ import annotations
@@ -20,16 +42,19 @@ import sympy
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from netadv.decompose import Decomposition, decompose
 from netadv.defaults import ANCHOR, INIT, INITS, MAX_GAIN, PENALTY_WEIGHT
 from netadv.errors import ConfigError
 from netadv.functional import LiftedForm, lifted, lifted_stacked
+from netadv.functional.autograd import saturated_grads
 from netadv.fused import describe
 from netadv.layers.adversarial import Adversarial
 from netadv.layers.widths import like, matched_width, norm_like, out_width_of
 
 PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+HALF = (torch.float16, torch.bfloat16)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -145,12 +170,16 @@ class HDFGD(nn.Module):
                 cache = (_version(w, b), (self._term_major(w), self._term_major(b)))
                 self.__dict__["_blocked_cache"] = cache
             wt, bt = cache[1]
+        half = _half_dtype(x)
+        if half is not None:
+            x, wt, bt = saturated_grads(half, x, wt, bt)
         z = F.linear(x, wt, bt)
         if self.norm is not None:
             n = self.norm
-            z = F.layer_norm(
-                z, n.normalized_shape, self._term_major(n.weight), self._term_major(n.bias), n.eps
-            )
+            nw, nb = self._term_major(n.weight), self._term_major(n.bias)
+            if half is not None:
+                nw, nb = saturated_grads(half, nw, nb)
+            z = F.layer_norm(z, n.normalized_shape, nw, nb, n.eps)
         lead = z.shape[:-1]
         z3 = z.reshape(-1, self.k, self.width)
         y = self._record(lifted_stacked(z3, self.form, backend=self.backend))
@@ -160,11 +189,51 @@ class HDFGD(nn.Module):
         if self.form.kernel is not None and self._blockable:
             y = self._blocked(x)
             return self.consumer(y) if self.consumer is not None else y
-        z = self.producer(x)
-        if self.norm is not None:
-            z = self.norm(z)
-        y = self.activate(z)
+        y = self.activate(self._produce(x))
         return self.consumer(y) if self.consumer is not None else y
+
+    def _produce(self, x: Tensor) -> Tensor:
+        """``norm(producer(x))``; in half precision with the gradients of x and of the producer's
+        and norm's parameters saturated (see the module docstring)."""
+        half = _half_dtype(x)
+        if half is None:
+            z = self.producer(x)
+            return self.norm(z) if self.norm is not None else z
+        z = _saturated_call(self.producer, x, half)
+        if x.device.type == "cpu" and isinstance(self.producer, nn.modules.conv._ConvNd):
+            (z,) = saturated_grads(half, z, limit=_conv_input_grad_limit(self.producer, half))
+        return _saturated_call(self.norm, z, half) if self.norm is not None else z
+
+
+def _half_dtype(x: Tensor) -> torch.dtype | None:
+    """The half dtype a block's producer computes in when it will be differentiated (x's, or
+    autocast's), else None."""
+    if not torch.is_grad_enabled():
+        return None
+    if x.dtype in HALF:
+        return x.dtype
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) in HALF:
+        return torch.get_autocast_dtype(device)
+    return None
+
+
+def _saturated_call(module: nn.Module, x: Tensor, dtype: torch.dtype) -> Tensor:
+    """``module(x)`` with the gradients of x and of the module's parameters saturated to
+    ``dtype``'s range."""
+    params = dict(module.named_parameters())
+    x, *values = saturated_grads(dtype, x, *params.values())
+    return functional_call(module, dict(zip(params, values)), (x,))
+
+
+def _conv_input_grad_limit(conv: nn.Module, dtype: torch.dtype) -> float:
+    """The largest output gradient under which no partial sum of a convolution's input gradient
+    can overflow ``dtype``: CPU convolutions accumulate it in half precision (measured: inf - inf
+    = NaN at gradients of 6e4), unlike matmuls and CUDA convolutions, which accumulate in float32
+    and overflow only in the final rounding."""
+    w = conv.weight.detach()
+    per_input = w.abs().float().sum(dim=[d for d in range(w.dim()) if d != 1]).max().item()
+    return torch.finfo(dtype).max / max(per_input, 1.0)
 
 
 def _version(*ts: Tensor | None) -> tuple:
