@@ -11,7 +11,12 @@ import netadv
 from netadv.experiments.models import build_model
 
 X = torch.randn(2, 1, 28, 28)
-CASES = [("sa", {}), ("hdfgd", {"activation": "gelu_tanh"}), ("ga", {"activation": "erf"})]
+CASES = [
+    ("sa", {}),
+    ("hdfgd", {"activation": "gelu_tanh"}),
+    ("ga", {"activation": "erf"}),
+    ("ga", {"activation": lambda t: torch.atan(2 * t)}),  # A_f from the knot table
+]
 
 
 def rewritten(method: str, options: dict) -> torch.nn.Module:

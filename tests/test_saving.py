@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -82,3 +84,49 @@ def test_huggingface_route(tmp_path):
     model.eval(), loaded.eval()
     with torch.no_grad():
         assert torch.equal(loaded(ids).last_hidden_state, model(ids).last_hidden_state)
+
+
+PICKLED = [
+    ("ga", {"activation": "tanh"}),
+    ("ga", {"activation": "leaky_relu(0.2)"}),
+    ("hdfgd", {}),
+    ("sa", {}),
+    ("sa", {"activation": "mish"}),  # an SA term that is a chain of functions (tanh(softplus))
+]
+
+
+@pytest.mark.parametrize("method, options", PICKLED)
+def test_whole_model_pickles_in_a_fresh_process(tmp_path, method, options):
+    """torch.save(model) / torch.load(weights_only=False): kernels are rebuilt on load, in a
+    process that never built them (so nothing is read from the saving process's caches)."""
+    model = netadv.rewrite(vit(), method, example_inputs=(X,), **options).eval()
+    torch.save(model, tmp_path / "model.pt")
+    torch.save(X, tmp_path / "x.pt")
+    with torch.no_grad():
+        torch.save(model(X), tmp_path / "y.pt")
+    script = (
+        "import torch, sys; d = sys.argv[1]\n"
+        "m = torch.load(d + '/model.pt', weights_only=False).eval()\n"
+        "x, y = torch.load(d + '/x.pt'), torch.load(d + '/y.pt')\n"
+        "with torch.no_grad(): assert torch.equal(m(x), y), (m(x) - y).abs().max()\n"
+        "print(type(m).__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_sympy_activation_pickles_and_a_lambda_is_refused_in_one_line(tmp_path):
+    import sympy
+
+    x = sympy.Symbol("x")
+    model = netadv.rewrite(vit(), "ga", activation=x / sympy.sqrt(1 + x**2), example_inputs=(X,))
+    torch.save(model, tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False)
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(X), model(X))
+    lam = netadv.rewrite(vit(), "ga", activation=lambda t: torch.atan(2 * t), example_inputs=(X,))
+    with pytest.raises(Exception, match="cannot pickle the activation <lambda>.*state_dict"):
+        torch.save(lam, tmp_path / "lam.pt")

@@ -56,6 +56,9 @@ class Decomposition:
             out.append(str(max(nodes, key=sympy.count_ops)))
         return tuple(out)
 
+    def __getstate__(self) -> dict:
+        return {"name": self.name, "expr": self.expr}  # not the compiled ``lifted``
+
     @functools.cached_property
     def lifted(self):
         """``lifted(xs, funcs=None) -> Tensor`` evaluating F on the list of k tensors ``xs``
@@ -140,7 +143,8 @@ def _composite_spec(chain: tuple) -> ActivationSpec:
         g = fn(g)
     name = "_".join(fn.__name__ for fn in chain)
     # no sympy integrate here (expr=None): composite chains rarely have one, and it can be slow
-    return ActivationSpec(name, symbolic.unary(g, _T), symbolic.unary(sympy.diff(g, _T), _T))
+    fn, deriv = symbolic.unary(g, _T), symbolic.unary(sympy.diff(g, _T), _T)
+    return ActivationSpec(name, fn, deriv, origin=(_composite_spec, (chain,)))
 
 
 def decompose(f: Any) -> Decomposition:

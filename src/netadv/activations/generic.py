@@ -61,7 +61,8 @@ class KnotTable:
         """Evaluate at ``x`` (already clamped into the table), with ``table`` = ``self.table``
         in x's dtype and device."""
         a = x.abs()
-        u = torch.copysign(torch.log(a + torch.sqrt(a * a + 1)), x)  # asinh(x)
+        # asinh(x); sign() rather than copysign(), which has no ONNX export
+        u = torch.sign(x) * torch.log(a + torch.sqrt(a * a + 1))
         idx = ((u - self.u0) * (1 / self.du)).to(torch.int32).clamp_(0, table.shape[1] - 1)
         idx = idx.reshape(-1)
         x0, inv_h, v0, m0, c2, c3 = (

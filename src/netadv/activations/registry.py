@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import pickle
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,9 +45,27 @@ class ActivationSpec:
     expr: sympy.Expr | None = field(default=None, compare=False)  # for sympy-given activations
     #: where f has no adversarial, one to suggest (netadv.adversarial's argument, as source)
     surrogate: str | None = field(default=None, compare=False)
+    #: ``(function, args)`` that makes this spec again, for a spec built outside the registry
+    #: (an SA term's chain of functions): how it is pickled
+    origin: tuple | None = field(default=None, compare=False)
 
     def __deepcopy__(self, memo):  # immutable, shared like a function
         return self
+
+    def __reduce__(self):
+        """Pickled as how to get it again (its functions are not pickled): a registered name
+        and parameters, or a sympy expression."""
+        if self.origin is not None:
+            return self.origin
+        if self.expr is not None:
+            return (from_sympy, (self.expr, self.name))
+        if _row_named(self.name) is not None and _same(by_name(self.name, **dict(self.params)), self):
+            return (_by_name, (self.name, self.params))
+        raise pickle.PicklingError(
+            f"cannot pickle the activation {self.title}: it is a Python callable netadv did not "
+            "register; register it under a name (netadv.register_activation(name, f)), or save "
+            "model.state_dict() instead of the whole model"
+        )
 
     @property
     def key(self) -> tuple:
@@ -63,6 +82,15 @@ class ActivationSpec:
 
     def f0(self) -> float:
         return float(self.fn(torch.zeros(1, dtype=torch.float64))[0])
+
+
+def _same(a: ActivationSpec, b: ActivationSpec) -> bool:
+    """Whether two specs compute the same activation (the one a name gives, say)."""
+    return a is b or (a.key == b.key and a.fn is b.fn)
+
+
+def _by_name(name: str, params: tuple[tuple[str, Any], ...]) -> ActivationSpec:
+    return by_name(name, **dict(params))
 
 
 # ---- the rows and what is derived from them -------------------------------------------------

@@ -51,6 +51,14 @@ class Adversarial(nn.Module):
         #: "auto", "eager" or "compile" for this module; None follows netadv.set_backend.
         self.backend: str | None = None
 
+    def __getstate__(self) -> dict:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {k: v for k, v in state.items() if k != "kernel"}  # rebuilt on load
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.kernel = build_kernel(self.spec, anchor=self.anchor, max_gain=self.max_gain)
+
     def _get_name(self) -> str:
         name = self.spec.name
         return "Adversarial" + (_camel(name) if name.isidentifier() else "")

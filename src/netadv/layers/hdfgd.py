@@ -112,6 +112,19 @@ class HDFGD(nn.Module):
         #: "auto", "eager" or "compile" for this block; None follows netadv.set_backend.
         self.backend: str | None = None
 
+    def __getstate__(self) -> dict:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        # the form's generated kernels and the caches are rebuilt (or refilled) after loading
+        return {k: v for k, v in state.items() if k not in ("form", "_blocked_cache")}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        terms = None
+        if self.adversarial is not None:
+            terms = {n: m.kernel for n, m in self.adversarial.items()}
+        expr = self.sa_expr if self.adversarial is not None else self.decomposition.expr
+        self.form = LiftedForm(expr, self.decomposition.symbols, terms)
+
     def _get_name(self) -> str:
         return "SA" if self.adversarial is not None else "HDFGD"
 
@@ -186,7 +199,10 @@ class HDFGD(nn.Module):
         return y.reshape(*lead, self.width)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.form.kernel is not None and self._blockable:
+        # the term-major fast path reads the producer's weight itself; a weight sharded by
+        # tensor parallelism (a DTensor, with placements) goes through the producer module
+        sharded = getattr(self.producer.weight, "placements", None) is not None
+        if self.form.kernel is not None and self._blockable and not sharded:
             y = self._blocked(x)
             return self.consumer(y) if self.consumer is not None else y
         y = self.activate(self._produce(x))
