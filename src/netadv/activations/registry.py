@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import ast
 import functools
-import pickle
 import inspect
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +59,9 @@ class ActivationSpec:
             return self.origin
         if self.expr is not None:
             return (from_sympy, (self.expr, self.name))
-        if _row_named(self.name) is not None and _same(by_name(self.name, **dict(self.params)), self):
+        if _row_named(self.name) is not None and _same(
+            by_name(self.name, **dict(self.params)), self
+        ):
             return (_by_name, (self.name, self.params))
         raise pickle.PicklingError(
             f"cannot pickle the activation {self.title}: it is a Python callable netadv did not "
@@ -315,6 +317,8 @@ def _from_module(f: nn.Module) -> ActivationSpec:
         if cls in _MODULE_CLASSES:
             name, params = _MODULE_CLASSES[cls]
             p = params(f)
+            if "_spec" in p:  # a module that carries its spec (netadv's Activation)
+                return p["_spec"]
             name = p.pop("_name", name)
             return by_name(name, **p)
     check_elementwise(f, type(f).__name__)

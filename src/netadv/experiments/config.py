@@ -52,8 +52,9 @@ class RunConfig:
     rewrite: dict[str, Any] = field(default_factory=dict)  # period, start, anchor, max_gain...
     # baseline only: widen it to the parameter count of this method's rewrite ("hdfgd", "sa")
     capacity_of: str | None = None
-    # fine-tuning: start from the final weights of this run folder (the same base model), and
-    # evaluate once before training (epoch 0: the accuracy right after the conversion)
+    # fine-tuning: start from the final weights of this run folder (the same base model; "{seed}"
+    # in it becomes the run's seed), and evaluate once before training (epoch 0: the accuracy
+    # right after the conversion)
     init_from: str | None = None
     # optimisation
     optimizer: str = "adamw"

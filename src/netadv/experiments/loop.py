@@ -110,7 +110,7 @@ def _fit(cfg: RunConfig, task: Task, place: Placement, run: RunFolder, quiet: bo
     torch.manual_seed(cfg.seed)
     model, example = task.build_model(cfg, data)
     if cfg.init_from:  # fine-tuning: a trained base model, converted by the method below
-        initial_weights(model, cfg.init_from)
+        initial_weights(model, cfg.init_from.replace("{seed}", str(cfg.seed)))
     model = apply_method(model, cfg, example)
     params, flops = sum(p.numel() for p in model.parameters()), count_flops(model, example)
     model.to(place.device)

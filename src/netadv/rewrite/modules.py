@@ -38,7 +38,9 @@ class Activation(nn.Module):
 
 
 def _activation_params(m: Activation) -> dict:
-    return {"_name": m.spec.name, **dict(m.spec.params)}
+    """Its name for recognition, and its spec itself (which may be a callable the registry
+    does not know by that name: a DKS-transformed activation, say)."""
+    return {"_name": m.spec.name, "_spec": m.spec}
 
 
 # so that plans, diagnostics and a second rewrite recognise it as the activation it computes

@@ -3,6 +3,7 @@ experiment, and the index ``STUDY.md``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -103,6 +104,7 @@ def _run_experiment(
     seeds = exp.seeds[:1] if smoke else exp.seeds
     toy = [*spec.smoke, *exp.smoke] if smoke else []
     extra = [*toy, f"output_dir={runs_root / exp.name}", f"name={exp.name}"]
+    exp = with_runs_dir(exp, runs_root)  # "{runs_dir}" in overrides: another experiment's runs
     cfg = config_mod.load(exp.config, [*exp.set, *extra])
     print(f"== {exp.name}: {', '.join(a.label for a in exp.arms)} x seeds {seeds}")
     start = time.perf_counter()
@@ -130,6 +132,14 @@ def _run_experiment(
         "",
     ]
     return "\n".join(lines), loaded
+
+
+def with_runs_dir(exp: Experiment, runs_root: Path) -> Experiment:
+    """``exp`` with "{runs_dir}" in its and its arms' overrides replaced by the runs folder
+    (a fine-tuning arm starts from another experiment's runs: ``init_from={runs_dir}/...``)."""
+    sub = lambda items: [s.replace("{runs_dir}", str(runs_root)) for s in items]
+    arms = [a._replace(set=tuple(sub(a.set))) for a in exp.arms]
+    return dataclasses.replace(exp, set=sub(exp.set), arms=arms)
 
 
 def _summaries(
