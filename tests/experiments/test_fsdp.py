@@ -71,7 +71,9 @@ def _names(model: nn.Module) -> list[str]:
 
 
 def test_the_repeated_blocks_are_the_units():
-    vit = build_model("vit", in_chans=1, num_classes=3, image_size=8, embed_dim=8, depth=3, num_heads=2)
+    vit = build_model(
+        "vit", in_chans=1, num_classes=3, image_size=8, embed_dim=8, depth=3, num_heads=2
+    )
     assert _names(vit) == ["blocks.0", "blocks.1", "blocks.2"]
     swin = build_model(
         "swin",
