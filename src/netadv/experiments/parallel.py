@@ -54,7 +54,7 @@ class Replicated:
         yield
 
 
-class Sharded(Replicated):
+class Sharded:
     """FSDP2 over the ranks of a torchrun launch (CPU with gloo, GPUs with NCCL)."""
 
     def wrap(self, model: nn.Module, place: Placement) -> nn.Module:
@@ -113,7 +113,10 @@ class Sharded(Replicated):
                 unit.set_reshard_after_forward(unit is not net, recurse=False)
 
 
-def strategy_for(cfg: RunConfig, place: Placement) -> Replicated:
+Strategy = Replicated | Sharded  # the same six methods: wrap the model, its scaler, states
+
+
+def strategy_for(cfg: RunConfig, place: Placement) -> Strategy:
     """The config's strategy for this launch (one process: the plain model, either way)."""
     return Sharded() if cfg.strategy == "fsdp" and place.world > 1 else Replicated()
 

@@ -24,7 +24,7 @@ from netadv.diagnostics import Diagnostics
 from netadv.experiments import distributed, rng
 from netadv.experiments.config import RunConfig
 from netadv.experiments.distributed import Placement
-from netadv.experiments.parallel import Replicated, strategy_for
+from netadv.experiments.parallel import Strategy, strategy_for
 from netadv.experiments.run_folder import DIAGNOSTICS_FILE, RunFolder, checkpoint_state
 from netadv.experiments.task import Task
 from netadv.experiments.tracking import Tracker
@@ -36,7 +36,7 @@ class Trainer:
 
     model: nn.Module  # the model itself: its penalty, diagnostics and checkpoint
     net: nn.Module  # what runs the batches: the model, its DDP wrapper, or it sharded (FSDP)
-    strategy: Replicated  # how the model is spread over the ranks (parallel.py)
+    strategy: Strategy  # how the model is spread over the ranks (parallel.py)
     optimizer: torch.optim.Optimizer
     scheduler: LambdaLR
     scaler: torch.amp.GradScaler
