@@ -1,5 +1,6 @@
 """``netadv train --config C.yaml [--set k=v] [--threads N] [--resume]``: one run
-(``torchrun -m netadv train`` for DDP). Exit status 3 when the loss diverged."""
+(``torchrun -m netadv train`` for DDP, or FSDP2 with ``--set strategy=fsdp``). Exit status 3
+when the loss diverged."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from netadv.experiments import config as config_mod
 from netadv.experiments.config import RunConfig
 from netadv.experiments.loop import TrainingDiverged, train
 
-HELP = "train one config (torchrun -m netadv train for DDP)"
+HELP = "train one config (torchrun -m netadv train: DDP, or --set strategy=fsdp)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -116,9 +116,10 @@ class Diagnostics:
 
         self._handles = [m.register_forward_pre_hook(hook(n)) for n, m in self.sites]
 
-    def after_backward(self, step: int, epoch: int) -> None:
+    def after_backward(self, step: int, epoch: int) -> dict | None:
+        """Collect this step's part; returns the row when it completes one (and wrote it)."""
         if not self._active(step):
-            return
+            return None
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -133,9 +134,9 @@ class Diagnostics:
                 n: m.weight.grad.norm().item() for n, m in self.layers if m.weight.grad is not None
             }
             self._first = {"epoch": epoch, "step": step, "grad_norms": grads, "sites": sites}
-            return
+            return None
         if self._first is None:
-            return
+            return None
         row = self._first
         after = {s["site"]: s for s in sites}
         for s in row["sites"]:
@@ -145,3 +146,4 @@ class Diagnostics:
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
         self._first = None
+        return row

@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import importlib.util
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ LANG_PAIR = re.compile(r"^([a-z]{2,3}(?:_[A-Z]{2})?)-([a-z]{2,3}(?:_[A-Z]{2})?)$
 METHODS = ("baseline", "ga", "hdfgd", "sa")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
+STRATEGIES = ("ddp", "fsdp")  # how many processes share the model (docs/SCALING.md)
 
 
 @dataclass
@@ -71,12 +75,15 @@ class RunConfig:
     amp: bool = False
     device: str = "auto"  # auto (a CUDA GPU if torch sees one, else CPU), cpu, cuda, cuda:N, mps
     threads: int | None = None  # torch intra-op threads; None: torch's default (see README)
+    # with several processes (torchrun): a replica per rank (DDP), or the model sharded (FSDP2)
+    strategy: str = "ddp"
     # evaluation and output
     eval_every: int = 1
     target_accuracy: float | None = None
     diagnostics: bool = False
     diagnostics_every: int = 50  # steps
     log_steps: bool = True  # every step's training loss in steps.jsonl (the steadiness measure)
+    tensorboard: bool = False  # TensorBoard events in <run folder>/tensorboard (netadv[tracking])
     output_dir: str = "runs"
     # translation (task: translate); model sizes go in model_kwargs
     lang_pair: str = "en-fr"  # source-target; gettext catalogs translate from en
@@ -112,6 +119,7 @@ class RunConfig:
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
             ("decoding", DECODINGS),
+            ("strategy", STRATEGIES),
         ):
             if getattr(self, key) not in allowed:
                 task = f" for task {self.task}" if key in ("dataset", "model") else ""
@@ -132,6 +140,7 @@ class RunConfig:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 (null: torch's default), got {self.threads}")
         check_device(self.device)
+        self._validate_tracking()
         if self.capacity_of is not None and (
             self.capacity_of not in ("hdfgd", "sa") or self.method != "baseline"
         ):
@@ -145,6 +154,19 @@ class RunConfig:
                 f"target_accuracy is a fraction in (0, 1], got {self.target_accuracy}"
             )
         return self
+
+    def _validate_tracking(self) -> None:
+        if self.strategy == "fsdp" and self.diagnostics:
+            # they read whole layers (weights, gradients) on rank 0; FSDP keeps a shard per rank
+            raise ConfigError(
+                "diagnostics read whole layers on rank 0, which strategy=fsdp shards over the "
+                "ranks: use strategy=ddp for a diagnostics run, or diagnostics=false"
+            )
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(
+                "tensorboard=true needs the tensorboard package: pip install 'netadv[tracking]' "
+                "(or tensorboard==2.21.0), or set tensorboard=false"
+            )
 
     def _validate_translation(self) -> None:
         match = LANG_PAIR.match(self.lang_pair)
@@ -279,13 +301,39 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     """Apply ``key=value`` / ``a.b=value`` overrides to a config mapping (in place)."""
     for text in overrides:
         keys, value = parse_override(text)
-        target = data
-        for k in keys[:-1]:
-            target = target.setdefault(k, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"cannot set {text!r}: {k} is not a mapping")
-        target[keys[-1]] = value
+        _set(data, keys, value, text)
     return data
+
+
+def _set(data: dict[str, Any], keys: list[str], value: Any, text: str) -> None:
+    target = data
+    for k in keys[:-1]:
+        target = target.setdefault(k, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"cannot set {text!r}: {k} is not a mapping")
+    target[keys[-1]] = value
+
+
+def as_config(config: RunConfig | Mapping[str, Any] | str | os.PathLike, **overrides) -> RunConfig:
+    """A validated RunConfig from a RunConfig, a mapping of config keys or a YAML file's path,
+    with ``overrides`` applied as ``--set`` applies them: ``lr=3e-4``; a mapping replaces a
+    mapping key (``rewrite={"period": 2}``); a dotted key sets one entry in it
+    (``**{"rewrite.period": 2}``)."""
+    if isinstance(config, RunConfig):
+        data = config.to_dict()
+    elif isinstance(config, Mapping):
+        data = dict(config)
+    elif isinstance(config, str | os.PathLike):
+        data = load(config).to_dict()
+    else:
+        raise ConfigError(
+            "the config must be a RunConfig, a mapping of config keys or a YAML file's path, "
+            f"got {type(config).__name__}"
+        )
+    data = copy.deepcopy(data)
+    for key, value in overrides.items():
+        _set(data, key.split("."), copy.deepcopy(value), f"{key}={value!r}")
+    return from_dict(data)
 
 
 def with_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:

@@ -1,9 +1,11 @@
 """The training loop: one run of one config, on CPU, one GPU, or many through torchrun.
 
-:func:`fit` reads top to bottom: set up (processes, run folder, data, model, method, optimizer),
+:func:`fit_task` reads top to bottom: set up (processes, run folder, data, model, method, the
+:class:`~netadv.experiments.trainer.Trainer` with the model spread over the ranks, optimizer),
 then per epoch train, evaluate, append a metrics row and write the checkpoint atomically; a
 summary at the end. What image classification and translation do differently is the
-:class:`~netadv.experiments.task.Task` it is given.
+:class:`~netadv.experiments.task.Task` it is given. From a script:
+:func:`netadv.experiments.fit`.
 """
 
 from __future__ import annotations
@@ -13,35 +15,26 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import closing
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm import tqdm
 
 import netadv
 from netadv.defaults import MAX_GAIN
-from netadv.diagnostics import Diagnostics
 from netadv.errors import ConfigError
-from netadv.experiments import distributed, rng
+from netadv.experiments import distributed
 from netadv.experiments.config import RunConfig
 from netadv.experiments.distributed import Placement, sum_over_ranks
-from netadv.experiments.run_folder import (
-    CHECKPOINT,
-    DIAGNOSTICS_FILE,
-    RunFolder,
-    checkpoint_state,
-    initial_weights,
-)
+from netadv.experiments.run_folder import CHECKPOINT, RunFolder, initial_weights
 from netadv.experiments.task import Task
 from netadv.experiments.tasks import task_for
+from netadv.experiments.tracking import Tracker
+from netadv.experiments.trainer import Trainer
 from netadv.rewrite.widen import capacity_matched
 
 
@@ -77,10 +70,10 @@ def advice(cfg: RunConfig) -> str:
 
 def train(cfg: RunConfig, *, resume: bool = False, quiet: bool = False) -> dict:
     """Run ``cfg`` on its task; returns the summary (also written to the run folder)."""
-    return fit(cfg, task_for(cfg), resume=resume, quiet=quiet)
+    return fit_task(cfg, task_for(cfg), resume=resume, quiet=quiet)
 
 
-def fit(cfg: RunConfig, task: Task, *, resume: bool = False, quiet: bool = False) -> dict:
+def fit_task(cfg: RunConfig, task: Task, *, resume: bool = False, quiet: bool = False) -> dict:
     """Train ``cfg`` on ``task``; returns the summary (also written to the run folder)."""
     threads = torch.get_num_threads()
     if cfg.threads is not None:  # on a busy machine torch's default can be many times slower
@@ -107,21 +100,15 @@ def _fit(cfg: RunConfig, task: Task, place: Placement, run: RunFolder, quiet: bo
 
     # the data, then the same initial weights for every method, then the method applied
     data = task.load_data(cfg, run, place)
-    torch.manual_seed(cfg.seed)
-    model, example = task.build_model(cfg, data)
-    if cfg.init_from:  # fine-tuning: a trained base model, converted by the method below
-        initial_weights(model, cfg.init_from.replace("{seed}", str(cfg.seed)))
-    model = apply_method(model, cfg, example)
-    params, flops = sum(p.numel() for p in model.parameters()), count_flops(model, example)
+    model, params, flops = build(cfg, task, data)
     model.to(place.device)
 
     # the batch is shared out over the ranks; the learning rate follows a per-step schedule
     batch_size = max(1, cfg.batch_size // place.world)
     steps_per_epoch = math.ceil(math.ceil(task.train_size(data) / place.world) / batch_size)
-    optimizer = make_optimizer(model, cfg)
-    scheduler = LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
-    # the step's machinery (DDP's wrapper on many ranks, mixed precision, diagnostics)
-    trainer = Trainer.create(model, cfg, place, optimizer, scheduler, run)
+    # the step's machinery: the model spread over the ranks (DDP, or FSDP's shards), the
+    # optimizer and schedule, mixed precision, diagnostics
+    trainer = Trainer.create(model, cfg, place, steps_per_epoch, run)
 
     # a resumed run continues after its checkpoint, with the metrics rows up to it and the
     # random state the uninterrupted run had there
@@ -139,54 +126,84 @@ def _fit(cfg: RunConfig, task: Task, place: Placement, run: RunFolder, quiet: bo
         if run.extended_from is not None:
             print(extension_note(cfg, run.extended_from), file=sys.stderr)
         run.write_summary(summarise_run(history, "running"))
+        if cfg.tensorboard:  # continuing at the checkpoint's step: later events are dropped
+            trainer.tracker = Tracker.open(cfg, run, done * steps_per_epoch)
 
-    if cfg.init_from and not run.resume:  # the converted model, before any training
-        history.append(converted(trainer, task, data, cfg, place, run, summarise_run, quiet))
-    step = done * steps_per_epoch
-    for epoch in range(done + 1, cfg.epochs + 1):
-        batches = task.batches(data, cfg, place, epoch, batch_size)
-        start = time.perf_counter()
-        sums, step, bad_loss = trainer.epoch(task, batches, cfg, place, epoch, step, quiet)
-        if bad_loss is not None:  # stop; the checkpoint of the last finished epoch stays
-            if place.main:
-                run.write_summary(summarise_run(history, "diverged"))
-            where = f"at epoch {epoch}, step {step}"
-            raise TrainingDiverged.at(cfg, "the training loss", bad_loss, where, run)
-        seconds = time.perf_counter() - start
-        elapsed += seconds
-        totals = dict(zip(sums, sum_over_ranks(list(sums.values()), place)))
-        row = {"epoch": epoch, **task.train_row(totals), "seconds": seconds, "elapsed": elapsed}
-        row["lr"] = optimizer.param_groups[0]["lr"]
-        if hasattr(os, "getloadavg"):  # how busy the machine was: whether seconds compare
-            row["load"] = round(os.getloadavg()[0], 2)
+    with closing(trainer):  # TensorBoard's events flushed, however the run ends
+        if cfg.init_from and not run.resume:  # the converted model, before any training
+            history.append(converted(trainer, task, data, cfg, place, run, summarise_run, quiet))
+        step = done * steps_per_epoch
+        for epoch in range(done + 1, cfg.epochs + 1):
+            batches = task.batches(data, cfg, place, epoch, batch_size)
+            start = time.perf_counter()
+            sums, step, bad_loss = trainer.epoch(task, batches, cfg, place, epoch, step, quiet)
+            if bad_loss is not None:  # stop; the checkpoint of the last finished epoch stays
+                if place.main:
+                    run.write_summary(summarise_run(history, "diverged"))
+                where = f"at epoch {epoch}, step {step}"
+                raise TrainingDiverged.at(cfg, "the training loss", bad_loss, where, run)
+            seconds = time.perf_counter() - start
+            elapsed += seconds
+            row = epoch_row(task, sums, place, epoch, (seconds, elapsed), trainer.optimizer)
 
-        # evaluate every eval_every epochs and after the last; then the epoch's record
-        files: dict[str, str] = {}
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            scores, files = task.evaluate(trainer.net, data, cfg, place)
-            row.update(scores)
-        history.append(row)
-        bad = nonfinite_loss(row)  # such an epoch is not saved: the previous checkpoint stays
-        summary = summarise_run(history, "diverged" if bad else "running")
-        trainer.save(run, row, summary, files, elapsed, place, checkpoint=bad is None)
-        if place.main and not quiet:
-            print(f"[{cfg.name}] epoch {epoch}: {task.epoch_line(row)}; {seconds:.1f} s")
-        if bad:
-            where = f"in the evaluation after epoch {epoch}"
-            raise TrainingDiverged.at(cfg, f"the {bad[0].replace('_', ' ')}", bad[1], where, run)
+            # evaluate every eval_every epochs and after the last; then the epoch's record
+            files: dict[str, str] = {}
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                scores, files = trainer.evaluate(task, data, cfg, place)
+                row.update(scores)
+            history.append(row)
+            bad = nonfinite_loss(row)  # such an epoch is not saved: the previous checkpoint stays
+            summary = summarise_run(history, "diverged" if bad else "running")
+            trainer.save(run, row, summary, files, elapsed, place, checkpoint=bad is None)
+            if trainer.tracker is not None:
+                trainer.tracker.epoch(row, step - 1)
+            if place.main and not quiet:
+                print(f"[{cfg.name}] epoch {epoch}: {task.epoch_line(row)}; {seconds:.1f} s")
+            if bad:
+                where = f"in the evaluation after epoch {epoch}"
+                raise TrainingDiverged.at(
+                    cfg, f"the {bad[0].replace('_', ' ')}", bad[1], where, run
+                )
     summary = summarise_run(history, "ok")
     if place.main:
         run.write_summary(summary)
     return summary
 
 
+def build(cfg: RunConfig, task: Task, data: Any) -> tuple[nn.Module, int, int]:
+    """The task's model from the config's seed (the same initial weights for every method),
+    fine-tuning's base weights loaded, the method applied; with its parameters and FLOPs."""
+    torch.manual_seed(cfg.seed)
+    model, example = task.build_model(cfg, data)
+    if cfg.init_from:  # fine-tuning: a trained base model, converted by the method below
+        initial_weights(model, cfg.init_from.replace("{seed}", str(cfg.seed)))
+    model = apply_method(model, cfg, example)
+    return model, sum(p.numel() for p in model.parameters()), count_flops(model, example)
+
+
+def epoch_row(
+    task: Task, sums: dict[str, float], place: Placement, epoch: int, times, optimizer
+) -> dict[str, Any]:
+    """An epoch's metrics row before evaluation: the task's train entries from the sums over
+    every rank, its seconds and the train seconds so far (``times``), the learning rate."""
+    totals = dict(zip(sums, sum_over_ranks(list(sums.values()), place)))
+    seconds, elapsed = times
+    row = {"epoch": epoch, **task.train_row(totals), "seconds": seconds, "elapsed": elapsed}
+    row["lr"] = optimizer.param_groups[0]["lr"]
+    if hasattr(os, "getloadavg"):  # how busy the machine was: whether seconds compare
+        row["load"] = round(os.getloadavg()[0], 2)
+    return row
+
+
 def converted(trainer, task: Task, data, cfg: RunConfig, place, run, summarise_run, quiet) -> dict:
     """Epoch 0 of a fine-tuning run: the converted model evaluated before training (what the
     conversion itself cost or gained), recorded as a metrics row without a checkpoint."""
-    scores, _ = task.evaluate(trainer.net, data, cfg, place)
+    scores, _ = trainer.evaluate(task, data, cfg, place)
     row = {"epoch": 0, "seconds": 0.0, "elapsed": 0.0, **scores}
     if place.main:
         run.record_epoch(row, summarise_run([row], "running"), {}, None)
+        if trainer.tracker is not None:
+            trainer.tracker.epoch(row, 0)
         if not quiet:
             print(f"[{cfg.name}] converted from {cfg.init_from}: {task.epoch_line(row)}")
     return row
@@ -209,135 +226,6 @@ def nonfinite_loss(row: dict[str, Any]) -> tuple[str, float] | None:
         if key.endswith("_loss") and key != "train_loss" and not math.isfinite(value):
             return key, value
     return None
-
-
-@dataclass
-class Trainer:
-    """What a training step runs and updates."""
-
-    model: nn.Module  # the model itself: its penalty, diagnostics and checkpoint
-    net: nn.Module  # what runs the batches: the model, or its DDP wrapper on many ranks
-    optimizer: torch.optim.Optimizer
-    scheduler: LambdaLR
-    scaler: torch.amp.GradScaler
-    autocast: Callable[[], AbstractContextManager]
-    diagnostics: Diagnostics | None
-    cfg: RunConfig
-    losses: list[float] = field(default_factory=list)  # the current epoch's, per step
-    first_step: int = 0
-
-    @classmethod
-    def create(cls, model, cfg: RunConfig, place: Placement, optimizer, scheduler, run):
-        net = nn.parallel.DistributedDataParallel(model) if place.world > 1 else model
-        diagnostics = None
-        if cfg.diagnostics and place.main:
-            diagnostics = Diagnostics(model, run.file(DIAGNOSTICS_FILE), cfg.diagnostics_every)
-        # mixed precision: bfloat16 on CPU; float16 on GPU, with loss scaling
-        device = place.device.type
-        amp = cfg.amp and device in ("cuda", "cpu")
-        dtype = torch.bfloat16 if device == "cpu" else torch.float16
-        scaler = torch.amp.GradScaler(device, enabled=amp and dtype == torch.float16)
-        autocast = partial(torch.autocast, device, dtype=dtype) if amp else nullcontext
-        return cls(model, net, optimizer, scheduler, scaler, autocast, diagnostics, cfg)
-
-    def resume(self, run: RunFolder, place: Placement) -> tuple[int, float, list[dict]]:
-        """The checkpoint into the model, optimizer, schedule, loss scaler and this rank's
-        random generators; returns the last finished epoch, the train seconds up to it and
-        the metrics rows up to it."""
-        saved = run.restore(self.model, self.optimizer, self.scheduler, place.rank, place.world)
-        if saved.scaler:
-            self.scaler.load_state_dict(saved.scaler)
-        if saved.rng is not None:
-            rng.restore(saved.rng, place.device)
-        return saved.epoch, saved.elapsed, saved.history
-
-    def save(
-        self,
-        run: RunFolder,
-        row: dict,
-        summary: dict,
-        files: dict[str, str],
-        elapsed: float,
-        place: Placement,
-        *,
-        checkpoint: bool,
-    ) -> None:
-        """The end of an epoch in the run folder (rank 0 writes; every rank sends its random
-        state for the checkpoint)."""
-        states = distributed.gather([rng.capture(place.device)], place) if checkpoint else []
-        if not place.main:
-            return
-        state = None
-        if checkpoint:
-            state = checkpoint_state(
-                self.model,
-                self.optimizer,
-                self.scheduler,
-                scaler=self.scaler,
-                rng=states,
-                epoch=row["epoch"],
-                elapsed=elapsed,
-                cfg=self.cfg,
-            )
-        steps = None
-        if self.cfg.log_steps:
-            steps = {"epoch": row["epoch"], "first_step": self.first_step, "loss": self.losses}
-        run.record_epoch(row, summary, files, state, steps)
-
-    def epoch(
-        self,
-        task: Task,
-        batches: Iterable,
-        cfg: RunConfig,
-        place: Placement,
-        epoch: int,
-        step: int,
-        quiet: bool,
-    ) -> tuple[dict[str, float], int, float | None]:
-        """One pass over ``batches``: the sums of the loss and of the task's counts, the next
-        step, and the loss if it became NaN/Inf (which ends the pass there)."""
-        sums = dict.fromkeys(("loss", *task.counts), 0.0)
-        self.losses = []  # this rank's loss at every step (steps.jsonl: steadiness)
-        self.first_step = step
-        self.net.train()
-        bar = tqdm(
-            batches,
-            desc=f"[{cfg.name}] epoch {epoch}/{cfg.epochs}",
-            leave=False,
-            disable=quiet or not place.main,
-            mininterval=1.0,
-        )
-        for batch in bar:
-            if self.diagnostics is not None:
-                self.diagnostics.before_step(step)
-            with self.autocast():
-                loss, weight, counts = task.loss(self.net, batch, cfg, place.device)
-                loss = loss + netadv.penalty(self.model)  # the method's own term, if any
-            if not torch.isfinite(loss):
-                return sums, step, loss.item()
-            self.update(loss, step, epoch)
-            step += 1
-            value = loss.item()
-            self.losses.append(float(f"{value:.6g}"))
-            sums["loss"] += value * weight
-            for key, value in counts.items():
-                sums[key] += value
-            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-        return sums, step, None
-
-    def update(self, loss: Tensor, step: int, epoch: int) -> None:
-        """Backward (through the AMP scaler), optional clipping, diagnostics, then the
-        optimizer and schedule step."""
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.cfg.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        if self.diagnostics is not None:
-            self.diagnostics.after_backward(step, epoch)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,35 +275,6 @@ def count_flops(model: nn.Module, example: tuple[Tensor, ...]) -> int:
         model(*(t[:1] for t in example))
     model.train(was_training)
     return int(counter.get_total_flops())
-
-
-def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
-    # no weight decay on biases and normalisation parameters (the usual practice)
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    other = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": other, "weight_decay": 0.0},
-    ]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def lr_lambda(cfg: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Linear warm-up over ``warmup_epochs``, then cosine to 0 at the end (or constant)."""
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    total = cfg.epochs * steps_per_epoch
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 # --------------------------------------------------------------------------------------------

@@ -63,8 +63,8 @@ class RunFolderError(ValueError):
 
 
 def checkpoint_state(
-    model: nn.Module,
-    optimizer,
+    model: dict[str, Any],
+    optimizer: dict[str, Any],
     scheduler,
     *,
     scaler: torch.amp.GradScaler,
@@ -73,11 +73,13 @@ def checkpoint_state(
     elapsed: float,
     cfg: RunConfig,
 ) -> dict[str, Any]:
-    """What a resume needs after ``epoch`` (read back by :meth:`RunFolder.restore`); ``rng``
-    holds every rank's random state (:func:`netadv.experiments.rng.capture`), in rank order."""
+    """What a resume needs after ``epoch`` (read back by :meth:`RunFolder.restore`): the full
+    state dicts of the model and optimizer (whatever the strategy), the schedule's and
+    scaler's; ``rng`` holds every rank's random state
+    (:func:`netadv.experiments.rng.capture`), in rank order."""
     return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": model,
+        "optimizer": optimizer,
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "rng": rng,
@@ -162,9 +164,12 @@ class RunFolder:
             )
         return data
 
-    def restore(self, model: nn.Module, optimizer, scheduler, rank: int, world: int) -> Resumed:
-        """Load the checkpoint into the model, optimizer and schedule; returns the rest of
-        what it holds (this rank's random state among it)."""
+    def restore(
+        self, model: nn.Module, optimizer, scheduler, rank: int, world: int, strategy
+    ) -> Resumed:
+        """Load the checkpoint into the model and optimizer (through ``strategy``'s
+        ``load_model`` and ``load_optimizer``: :mod:`netadv.experiments.parallel`) and the
+        schedule; returns the rest of what it holds (this rank's random state among it)."""
         state = self._load_checkpoint()
         path = self.file(CHECKPOINT)
         saved_world = state.get("world", world)
@@ -174,7 +179,7 @@ class RunFolder:
                 f"as many (torchrun --nproc_per_node={saved_world}, or without torchrun for "
                 f"1), not {world}"
             )
-        _load_states(path, state, model, optimizer, scheduler)
+        _load_states(path, state, (model, optimizer, scheduler), strategy)
         self.saved_epoch = state["epoch"]
         rng = state.get("rng")
         return Resumed(
@@ -435,23 +440,24 @@ def _naming(path: Path) -> Iterator[None]:
         raise OSError(e.errno, e.strerror, str(path)) from e
 
 
-def _load_states(path: Path, state: dict, model: nn.Module, optimizer, scheduler) -> None:
-    """The checkpoint's states into the model, optimizer and schedule, or a RunFolderError
-    saying why they do not fit."""
+def _load_states(path: Path, state: dict, into: tuple, strategy) -> None:
+    """The checkpoint's states into the model, optimizer and schedule (``into``), or a
+    RunFolderError saying why they do not fit."""
+    model, optimizer, scheduler = into
     fix = (
         "resume with the config the checkpoint was made with, or start a new run under "
         "another name (--set name=...)"
     )
     try:
-        model.load_state_dict(state["model"])
+        strategy.load_model(model, state["model"])
     except RuntimeError:
         raise RunFolderError(
             f"{path} does not fit this model ({_mismatch(model, state['model'])}); {fix}"
         ) from None
     try:
-        optimizer.load_state_dict(state["optimizer"])
+        strategy.load_optimizer(model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-    except (ValueError, KeyError, RuntimeError, TypeError):
+    except (ValueError, KeyError, IndexError, RuntimeError, TypeError):
         raise RunFolderError(
             f"{path}: its optimizer state does not fit this model's parameters; {fix}"
         ) from None

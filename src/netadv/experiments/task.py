@@ -72,8 +72,8 @@ Counts = dict[str, float]
 
 @dataclass
 class Task:
-    """A kind of experiment, as the loop (:func:`netadv.experiments.loop.fit`) trains it. The
-    data is whatever ``load_data`` returns; the other functions take it back."""
+    """A kind of experiment, as the loop (:func:`netadv.experiments.loop.fit_task`) trains
+    it. The data is whatever ``load_data`` returns; the other functions take it back."""
 
     name: str
     metrics: TaskMetrics
