@@ -343,8 +343,11 @@ def hdfgd(
         norm: optional BatchNorm/LayerNorm/GroupNorm between producer and activation; it then
             normalises all k*width channels.
         consumer: optional layer reading the activation's output, included in the block.
-        init: "copy" (every term starts as the original producer: same function as before) or
-            "fresh" (each term drawn independently).
+        init: "copy" (every term starts as the original producer) or "fresh" (each term drawn
+            independently). With copy init an HD-FGD block computes the original function (to
+            rounding); an SA block (``adversarial=True``) does not, whatever the init: its
+            adversarial terms are different functions (see docs/REWRITE.md for the measured
+            change).
         match_params: shrink the hidden width so producer (+norm) + consumer keep their
             parameter count (needs consumer and init="fresh").
         adversarial: build the SA block (each term function replaced by its adversarial).

@@ -100,7 +100,10 @@ def plan(
             ``owner.node()`` for functional calls); excluded sites stay unchanged and take no
             place in the alternation.
         layer_options: anchor, max_gain (ga, sa); init, match_params (hdfgd, sa);
-            penalty_weight (sa). Passed to the layers.
+            penalty_weight (sa). Passed to the layers. With ``init="copy"`` (the default)
+            "hdfgd" keeps the model's function exactly; "ga" and "sa" change it at the sites
+            they give A_f or the SA form, whatever the init (a trained model needs training
+            again; docs/REWRITE.md gives the measured change).
     """
     opts = _check_options(method, period, start, layer_options)
     method = Method(method)
