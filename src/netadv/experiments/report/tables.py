@@ -84,6 +84,9 @@ def _spread(row: dict[str, Any]) -> str:
     if row.get("spread_mean") is None:
         return "n/a"
     text = f"{row['spread_mean']:.3f}"
+    if row.get("spread_ci95") is not None:
+        lo, hi = row["spread_ci95"]
+        text += f" [{lo:.3f}, {hi:.3f}]"
     return text if row.get("spikes_mean") in (None, 0) else f"{text}, {row['spikes_mean']:.1f}‰"
 
 

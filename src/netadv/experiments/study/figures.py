@@ -9,6 +9,8 @@ from typing import Any
 from netadv.experiments.study.spec import Summary
 from netadv.experiments.tasks import metrics_by_column
 
+MAX_LINES = 10
+
 
 def plot_summary(rows: list[dict[str, Any]], summary: Summary, path: Path) -> bool:
     """Three panels against ``x``: the metric (mean, error bar = std), the input layer's
@@ -19,7 +21,7 @@ def plot_summary(rows: list[dict[str, Any]], summary: Summary, path: Path) -> bo
     lines: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         lines.setdefault((r["series"], r["arm"]), []).append(r)
-    if not lines:
+    if not lines or len(lines) > MAX_LINES:  # more lines than a figure can show: the table has them
         return False
     cmap = colormaps["tab10"]
     metric = metrics_by_column(rows[0]["metric"]).axis_label
