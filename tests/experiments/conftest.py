@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -113,3 +114,19 @@ def kill_in_evaluation(monkeypatch):
         monkeypatch.setattr(CLASSIFY, "evaluate", killed)
 
     return arm
+
+
+# what a run measures of the machine rather than of the model: never reproduced by a resume
+TIMING = ("seconds", "elapsed", "eval_seconds", "load")
+
+
+@pytest.fixture
+def reproducible_rows():
+    """``reproducible_rows(metrics_path)``: the metrics rows without their timings and the
+    machine's load (what a resumed run must reproduce bit for bit)."""
+
+    def read(path: Path) -> list[dict]:
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+    return read

@@ -41,11 +41,6 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _results(run: Path) -> list[dict]:
-    timing = ("seconds", "elapsed", "load", "eval_seconds")
-    return [{k: v for k, v in r.items() if k not in timing} for r in _rows(run / "metrics.jsonl")]
-
-
 def _checkpoint(run: Path) -> dict:
     return torch.load(run / CHECKPOINT, weights_only=True)
 
@@ -125,7 +120,9 @@ def _plain_model(cfg: config_mod.RunConfig):
 
 
 @pytest.mark.slow
-def test_fsdp_vit_matches_ddp_resumes_and_its_checkpoint_loads_plain(tmp_path, torchrun, tiny):
+def test_fsdp_vit_matches_ddp_resumes_and_its_checkpoint_loads_plain(
+    tmp_path, torchrun, tiny, reproducible_rows
+):
     """A rewritten ViT sharded over 2 ranks: the same run as DDP up to float rounding (the
     clipping norm is summed over shards, in another order), resumed bit for bit, and its
     checkpoint (full, by rank 0) loads into a plain model that scores what the run scored."""
@@ -134,7 +131,10 @@ def test_fsdp_vit_matches_ddp_resumes_and_its_checkpoint_loads_plain(tmp_path, t
     full = torchrun(["name=full", "epochs=2", "strategy=fsdp"], base=VIT)
     assert full.returncode == 0, full.stderr[-2000:]
 
-    rows, want = _results(tmp_path / "full"), _results(tmp_path / "ddp")
+    rows, want = (
+        reproducible_rows(tmp_path / "full" / "metrics.jsonl"),
+        reproducible_rows(tmp_path / "ddp" / "metrics.jsonl"),
+    )
     assert [r["epoch"] for r in rows] == [1, 2] and rows[0]["train_examples"] == 128
     for row, other in zip(rows, want):
         assert row.keys() == other.keys()
@@ -155,7 +155,7 @@ def test_fsdp_vit_matches_ddp_resumes_and_its_checkpoint_loads_plain(tmp_path, t
     assert stopped.returncode == 0, stopped.stderr[-2000:]
     resumed = torchrun([*cut, "epochs=2"], "--resume", base=VIT)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert _results(tmp_path / "cut") == rows
+    assert reproducible_rows(tmp_path / "cut" / "metrics.jsonl") == rows
     after = _tensors(_checkpoint(tmp_path / "cut"))
     assert all(torch.equal(after[k], v) for k, v in sharded.items())
     if tracked:
@@ -199,7 +199,7 @@ def _corpus(folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_fsdp_translation_decodes_as_ddp(tmp_path, torchrun):
+def test_fsdp_translation_decodes_as_ddp(tmp_path, torchrun, reproducible_rows):
     """Decoding calls the decoder layers' own ``step`` (not the forward FSDP hooks): the
     evaluation gathers every unit first, and the translations equal DDP's."""
     base = [
@@ -218,7 +218,10 @@ def test_fsdp_translation_decodes_as_ddp(tmp_path, torchrun):
     for name in ("ddp", "fsdp"):
         proc = torchrun([f"name={name}", f"strategy={name}"], base=base)
         assert proc.returncode == 0, proc.stderr[-2000:]
-    fsdp, ddp = _results(tmp_path / "fsdp"), _results(tmp_path / "ddp")
+    fsdp, ddp = (
+        reproducible_rows(tmp_path / "fsdp" / "metrics.jsonl"),
+        reproducible_rows(tmp_path / "ddp" / "metrics.jsonl"),
+    )
     assert fsdp == ddp and {"test_bleu", "valid_loss"} <= fsdp[0].keys()
     hyps = (tmp_path / "fsdp" / "test_hypotheses.txt").read_text()
     assert hyps == (tmp_path / "ddp" / "test_hypotheses.txt").read_text()

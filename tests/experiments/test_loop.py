@@ -160,16 +160,9 @@ def _same_weights(a: Path, b: Path) -> bool:
     return same and all(torch.equal(x, y) for x, y in moments)
 
 
-def _results(path: Path) -> list[dict]:
-    """The metrics rows without their timings and the machine's load (what a resume must
-    reproduce bit for bit)."""
-    timing = ("seconds", "elapsed", "load")
-    return [{k: v for k, v in r.items() if k not in timing} for r in _rows(path)]
-
-
 @pytest.mark.parametrize("workers", [0, 2])
 def test_augmented_resume_equals_uninterrupted_bit_for_bit(
-    tmp_path, kill_in_evaluation, tiny, workers
+    tmp_path, kill_in_evaluation, tiny, workers, reproducible_rows
 ):
     """Augmentation draws from torch's global generator (or, with workers, from seeds the
     loader draws): a killed and resumed run must draw what the uninterrupted one drew."""
@@ -188,7 +181,9 @@ def test_augmented_resume_equals_uninterrupted_bit_for_bit(
 
     resumed = train(tiny("name=cut", *extra), resume=True, quiet=True)
     assert resumed["epochs_completed"] == 3
-    assert _results(run / "metrics.jsonl") == _results(tmp_path / "full" / "metrics.jsonl")
+    assert reproducible_rows(run / "metrics.jsonl") == reproducible_rows(
+        tmp_path / "full" / "metrics.jsonl"
+    )
     assert _same_weights(run, tmp_path / "full")
     # the diagnostics and per-step rows of the killed epoch were dropped, not repeated
     assert _rows(run / "diagnostics.jsonl") == _rows(tmp_path / "full" / "diagnostics.jsonl")
@@ -210,7 +205,9 @@ def test_checkpoint_holds_every_random_state_and_the_scaler(tmp_path, tiny):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_amp_resume_equals_uninterrupted_bit_for_bit(tmp_path, kill_in_evaluation, tiny):
+def test_gpu_amp_resume_equals_uninterrupted_bit_for_bit(
+    tmp_path, kill_in_evaluation, tiny, reproducible_rows
+):
     """On a GPU: float16 with the loss scaler, dropout-free model, augmentation on the CPU;
     the scaler's state and the CUDA generator travel in the checkpoint."""
     extra = ["augment=true", "epochs=3", "device=cuda", "amp=true"]
@@ -221,7 +218,7 @@ def test_gpu_amp_resume_equals_uninterrupted_bit_for_bit(tmp_path, kill_in_evalu
     state = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)
     assert state["scaler"]["scale"] > 0 and state["rng"][0]["cuda"] is not None
     train(tiny("name=cut", *extra), resume=True, quiet=True)
-    assert _results(tmp_path / "cut" / "metrics.jsonl") == _results(
+    assert reproducible_rows(tmp_path / "cut" / "metrics.jsonl") == reproducible_rows(
         tmp_path / "full" / "metrics.jsonl"
     )
     assert _same_weights(tmp_path / "cut", tmp_path / "full")
@@ -355,7 +352,7 @@ def test_threads_are_set_for_the_run_recorded_and_restored(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-def test_two_process_run_resumes_bit_for_bit(tmp_path, torchrun, tiny):
+def test_two_process_run_resumes_bit_for_bit(tmp_path, torchrun, tiny, reproducible_rows):
     """DDP on 2 CPU processes (gloo): metrics all-reduced over both ranks, only rank 0 writes;
     a run stopped after 2 epochs and extended to 3 (a constant learning rate, so the same
     schedule) equals the 3-epoch run: each rank's random state is in the checkpoint."""
@@ -373,7 +370,7 @@ def test_two_process_run_resumes_bit_for_bit(tmp_path, torchrun, tiny):
     resumed = torchrun([*common, "name=cut", "epochs=3"], "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "extending the run from 2 to 3 epochs" in resumed.stderr
-    assert _results(tmp_path / "cut" / "metrics.jsonl") == _results(
+    assert reproducible_rows(tmp_path / "cut" / "metrics.jsonl") == reproducible_rows(
         tmp_path / "full" / "metrics.jsonl"
     )
     assert _same_weights(tmp_path / "cut", tmp_path / "full")
