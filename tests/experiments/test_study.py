@@ -110,3 +110,41 @@ def test_every_arm_of_every_spec_is_a_valid_config(name):
             "cifar10",
             "cifar100",
         }
+
+
+def test_report_only_trains_nothing_and_lists_what_is_pending(tmp_path):
+    """`--report-only` rebuilds the tables from the runs there are: a finished experiment is
+    reported as after training it, one with runs missing is listed as pending, and nothing
+    new is trained or written into the runs folder."""
+    data = {
+        "smoke": ["dataset=synthetic", "limit_train=128", "limit_test=64", "epochs=1"],
+        "experiments": [
+            {
+                "name": name,
+                "description": f"{name}: a 2-layer tanh MLP.",
+                "config": str(SPEC.parent / "study_mlp.yaml"),
+                "set": ["model_kwargs.depth=2", "model_kwargs.activation=tanh"],
+                "arms": ["baseline", "ga"],
+                "seeds": [0, 1],  # smoke: the first only
+            }
+            for name in ("done", "todo")
+        ],
+    }
+    spec = tmp_path / "study.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    runs, kw = tmp_path / "runs", {"smoke": True, "runs_dir": str(tmp_path / "runs")}
+    trained = run_study(spec, only=["done"], report_dir=str(tmp_path / "a"), **kw).read_text()
+    before = sorted(p.relative_to(runs) for p in runs.rglob("*"))
+    index = run_study(spec, report_only=True, report_dir=str(tmp_path / "b"), **kw)
+    assert sorted(p.relative_to(runs) for p in runs.rglob("*")) == before
+    text = index.read_text()
+    assert "- todo: 2 of 2 runs not yet run" in text and "## todo" not in text
+    table = lambda t: t.split("## done\n")[1].split("```\n\n")[1].split("\n\n")[0]
+    assert table(text) == table(trained)
+    assert (tmp_path / "b" / "done" / "report.md").exists()
+    assert not (tmp_path / "b" / "todo").exists()
+    # a run that was killed mid-way is not counted as done
+    summary = runs / "done" / "done-ga-s0" / "summary.json"
+    summary.write_text(summary.read_text().replace('"status": "ok"', '"status": "running"'))
+    text = run_study(spec, report_only=True, report_dir=str(tmp_path / "c"), **kw).read_text()
+    assert "- done: 1 of 2 runs not yet run" in text

@@ -1,4 +1,5 @@
-"""``netadv study --spec configs/study.yaml [--smoke] [--only ...]``: the reproduction study."""
+"""``netadv study --spec configs/study.yaml [--smoke] [--only ...] [--report-only]``: the
+reproduction study."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default=None, help="comma-separated experiment names")
     parser.add_argument("--runs-dir", default=None)
     parser.add_argument("--report-dir", default=None)
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: rebuild the reports from the runs there are (an experiment with "
+        "runs missing is listed as pending)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         only=parse_list(args.only) if args.only else None,
         runs_dir=args.runs_dir,
         report_dir=args.report_dir,
+        report_only=args.report_only,
     )
     print(f"wrote {index}")
     return 0

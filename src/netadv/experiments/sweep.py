@@ -40,11 +40,8 @@ def _finished(folder: Path) -> bool:
     return summary.exists() and '"status": "ok"' in summary.read_text()
 
 
-def sweep_arms(
-    cfg: RunConfig, arms: list[Arm], seeds: list[int], *, resume: bool = False, quiet: bool = False
-) -> list[Path]:
-    """Train every (arm, seed); returns the run folders. With ``resume`` a finished run is
-    skipped and a killed one continues; a diverged run is recorded and the sweep goes on."""
+def arm_runs(cfg: RunConfig, arms: list[Arm], seeds: list[int]) -> list[tuple[RunConfig, Path]]:
+    """The config and run folder of every (arm, seed), in sweep order (nothing is run)."""
     for arm in arms:
         if arm.method not in METHODS:
             raise ConfigError(f"unknown method {arm.method!r}; known: {', '.join(METHODS)}")
@@ -56,16 +53,33 @@ def sweep_arms(
             if arm.label != arm.method:
                 run = dataclasses.replace(run, label=arm.label)
             run = dataclasses.replace(run, name=f"{cfg.name}-{run.arm}-s{seed}").validate()
-            folder = Path(run.output_dir) / run.name
-            runs.append(folder)
-            if resume and _finished(folder):
-                print(f"[{run.name}] already finished, skipped")
-                continue
-            try:
-                train(run, resume=resume and (folder / CHECKPOINT).exists(), quiet=quiet)
-            except TrainingDiverged as e:
-                print(e)
+            runs.append((run, Path(run.output_dir) / run.name))
     return runs
+
+
+def recorded(folder: Path) -> bool:
+    """Whether the run in ``folder`` ended (finished, or stopped as diverged): what a report
+    can count without training."""
+    summary = folder / SUMMARY_FILE
+    text = summary.read_text() if summary.exists() else ""
+    return '"status": "ok"' in text or '"status": "diverged"' in text
+
+
+def sweep_arms(
+    cfg: RunConfig, arms: list[Arm], seeds: list[int], *, resume: bool = False, quiet: bool = False
+) -> list[Path]:
+    """Train every (arm, seed); returns the run folders. With ``resume`` a finished run is
+    skipped and a killed one continues; a diverged run is recorded and the sweep goes on."""
+    runs = arm_runs(cfg, arms, seeds)
+    for run, folder in runs:
+        if resume and _finished(folder):
+            print(f"[{run.name}] already finished, skipped")
+            continue
+        try:
+            train(run, resume=resume and (folder / CHECKPOINT).exists(), quiet=quiet)
+        except TrainingDiverged as e:
+            print(e)
+    return [folder for _, folder in runs]
 
 
 def sweep(

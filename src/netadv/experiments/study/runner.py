@@ -24,7 +24,7 @@ from netadv.experiments.study.spec import (
     references,
 )
 from netadv.experiments.study.tables import claim_rows, format_claims, format_summary, summary_rows
-from netadv.experiments.sweep import sweep_arms
+from netadv.experiments.sweep import arm_runs, recorded, sweep_arms
 
 CLAIMS_INTRO = (
     "Every arm against its reference, as one family of tests. Δ Top-1 / BLEU: relative "
@@ -51,9 +51,12 @@ def run_study(
     runs_dir: str | None = None,
     report_dir: str | None = None,
     quiet: bool = True,
+    report_only: bool = False,
 ) -> Path:
     """Run (or reuse) every chosen experiment's runs, write their reports under the report
-    folder, and the index ``STUDY.md`` (returned) with ``study.json``."""
+    folder, and the index ``STUDY.md`` (returned) with ``study.json``. With ``report_only``
+    nothing is trained: an experiment with runs missing is left out of the tables and listed
+    as pending, with how many runs it lacks."""
     spec = load_spec(spec_path)
     runs_root = Path(runs_dir or spec.runs_dir)
     report_root = Path(report_dir or spec.report_dir)
@@ -63,14 +66,29 @@ def run_study(
         raise ConfigError(f"unknown experiment in {only}; known: {known}")
     refs = {e.name: references(e) for e in chosen}
     extra = {e.name: extra_comparisons(e) for e in chosen}
-    sections = []
+    sections, pending = [], []
     loaded: dict[str, list[Run]] = {}
     for exp in chosen:
+        sweep = _Sweep(exp, spec, smoke, runs_root)
+        missing = sum(not recorded(folder) for folder in sweep.folders)
+        if report_only and missing:
+            pending.append(f"- {exp.name}: {missing} of {len(sweep.folders)} runs not yet run")
+            continue
         section, loaded[exp.name] = _run_experiment(
-            exp, spec, smoke, runs_root, report_root, refs[exp.name], quiet
+            sweep, report_root, refs[exp.name], quiet, train=not report_only
         )
         sections.append(section)
     overview = _summaries(spec, loaded, refs, report_root) + _claims(loaded, refs, extra)
+    if pending:
+        overview += [
+            "## Pending",
+            "",
+            "In the spec but not reported: their runs are not all in the runs folder yet "
+            "(`netadv study` without `--report-only` runs them).",
+            "",
+            *pending,
+            "",
+        ]
     index = report_root / "STUDY.md"
     index.parent.mkdir(parents=True, exist_ok=True)
     header = [
@@ -83,38 +101,43 @@ def run_study(
     index.write_text("\n".join(header + overview + sections))
     (report_root / "study.json").write_text(
         json.dumps(
-            {"spec": str(spec_path), "smoke": smoke, "experiments": [e.name for e in chosen]},
+            {"spec": str(spec_path), "smoke": smoke, "experiments": list(loaded)},
             indent=2,
         )
     )
     return index
 
 
+class _Sweep:
+    """One experiment as the study runs it: its base config (toy overrides under smoke, the
+    runs folder), seeds, and the folder of every (arm, seed)."""
+
+    def __init__(self, exp: Experiment, spec: StudySpec, smoke: bool, runs_root: Path):
+        self.seeds = exp.seeds[:1] if smoke else exp.seeds
+        toy = [*spec.smoke, *exp.smoke] if smoke else []
+        self.extra = [*toy, f"output_dir={runs_root / exp.name}", f"name={exp.name}"]
+        self.exp = with_runs_dir(exp, runs_root)  # "{runs_dir}": another experiment's runs
+        self.cfg = config_mod.load(self.exp.config, [*self.exp.set, *self.extra])
+        self.folders = [folder for _, folder in arm_runs(self.cfg, self.exp.arms, self.seeds)]
+
+
 def _run_experiment(
-    exp: Experiment,
-    spec: StudySpec,
-    smoke: bool,
-    runs_root: Path,
-    report_root: Path,
-    refs: dict[str, str],
-    quiet: bool,
+    sweep: _Sweep, report_root: Path, refs: dict[str, str], quiet: bool, *, train: bool = True
 ) -> tuple[str, list[Run]]:
-    """Sweep one experiment (finished runs are skipped), write its report; returns its
-    section of STUDY.md and its runs."""
-    seeds = exp.seeds[:1] if smoke else exp.seeds
-    toy = [*spec.smoke, *exp.smoke] if smoke else []
-    extra = [*toy, f"output_dir={runs_root / exp.name}", f"name={exp.name}"]
-    exp = with_runs_dir(exp, runs_root)  # "{runs_dir}" in overrides: another experiment's runs
-    cfg = config_mod.load(exp.config, [*exp.set, *extra])
-    print(f"== {exp.name}: {', '.join(a.label for a in exp.arms)} x seeds {seeds}")
+    """Sweep one experiment (finished runs are skipped; nothing is trained unless ``train``),
+    write its report; returns its section of STUDY.md and its runs."""
+    exp, seeds = sweep.exp, sweep.seeds
     start = time.perf_counter()
-    runs = sweep_arms(cfg, exp.arms, seeds, resume=True, quiet=quiet)
+    if train:
+        print(f"== {exp.name}: {', '.join(a.label for a in exp.arms)} x seeds {seeds}")
+        sweep_arms(sweep.cfg, exp.arms, seeds, resume=True, quiet=quiet)
     wall = time.perf_counter() - start
+    runs = sweep.folders
     compare(runs, report_root / exp.name, references=refs, target=exp.target)
     loaded = [load_run(r) for r in runs]
     train_s = sum(r.metrics[-1].get("elapsed", 0.0) for r in loaded if r.metrics)
     hardware = sorted({r.summary.get("hardware") or "?" for r in loaded})
-    commands = "\n".join(command_line(exp, a, seeds, extra) for a in exp.arms)
+    commands = "\n".join(command_line(exp, a, seeds, sweep.extra) for a in exp.arms)
     lines = [
         f"## {exp.name}",
         "",
