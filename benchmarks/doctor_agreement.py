@@ -6,8 +6,9 @@ on every config of the gradient study and put its verdict beside the study's mea
 Prints the markdown table of docs/DOCTOR.md ("Agreement with the study"). The doctor runs on
 configs/study_mlp.yaml with the study's overrides (depth 4/8/16/32 x sigmoid/tanh x default /
 Glorot init), seed 0, the config's batch size (128) and AdamW lr (1e-3); the study's outcome is
-read from the committed run records (docs/results/records: 3 seeds per arm, final Top-1, Welch
-test at p < 0.05), so no study run is needed.
+read from the committed run records (docs/results/records: 3 or 5 seeds per arm, final Top-1,
+the study's paired t-test over the shared seeds at p < 0.05, uncorrected), so no study run is
+needed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from netadv.cli.doctor import config_data
 from netadv.doctor import doctor
 from netadv.experiments import config as config_mod
 from netadv.experiments.report.runs import find_run_dirs, load_run
-from netadv.experiments.report.stats import welch_p
+from netadv.experiments.report.significance import paired, paired_t_p
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [
@@ -37,12 +38,12 @@ CONFIGS = [
 
 def study_outcome(records: Path, name: str) -> tuple[str, str]:
     """('GA better' | 'GA worse' | 'n.s., GA ahead' | 'n.s.', 'base% -> ga% (p)')."""
-    top1: dict[str, list[float]] = {}
+    top1: dict[str, dict] = {}
     for path in find_run_dirs([records / name]):
         run = load_run(path)
-        top1.setdefault(run.arm, []).append(100 * run.summary["final_top1"])
-    base, ga = top1["baseline"], top1["ga"]
-    mb, mg, p = sum(base) / len(base), sum(ga) / len(ga), welch_p(base, ga)
+        top1.setdefault(run.arm, {})[run.seed] = 100 * run.summary["final_top1"]
+    base, ga = paired(top1["baseline"], top1["ga"])
+    mb, mg, p = sum(base) / len(base), sum(ga) / len(ga), paired_t_p(ga, base)
     text = f"{mb:.1f}% -> {mg:.1f}%" + (f" (p = {p:.2g})" if p is not None else " (no spread)")
     if p is not None and p < 0.05:
         return ("GA better" if mg > mb else "GA worse"), text
