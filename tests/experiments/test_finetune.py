@@ -9,7 +9,10 @@ import pytest
 
 from netadv.errors import ConfigError
 from netadv.experiments.loop import train
+from netadv.experiments.report.runs import load_run
+from netadv.experiments.report.stats import report_table
 from netadv.experiments.report.steadiness import log_losses
+from netadv.experiments.report.tables import format_table
 
 GELU = "model_kwargs={depth: 2, width: 32, activation: gelu}"
 
@@ -30,6 +33,15 @@ def test_fine_tuning_evaluates_the_conversion_first(tmp_path, tiny):
     # a fresh base (no init_from) starts elsewhere: the weights really came from the run
     fresh = train(tiny("name=fresh", GELU, "method=hdfgd", "epochs=1"), quiet=True)
     assert "converted_test_top1" not in fresh
+    # the report shows the accuracy at conversion beside the final one, only where there is one
+    runs = [load_run(tmp_path / name) for name in ("base", "hd")]
+    table = format_table(report_table(runs)).splitlines()
+    assert table[0].split(" | ")[4] == "at conversion"
+    baseline, converted = (line.split(" | ") for line in table[2:])
+    assert baseline[0] == "| baseline" and baseline[4] == "n/a"  # trained from scratch
+    assert converted[0] == "| hdfgd" and converted[4] == f"{100 * base['final_top1']:.2f}"
+    plain = format_table(report_table([load_run(tmp_path / "fresh")], baseline="hdfgd"))
+    assert "at conversion" not in plain
 
 
 def test_init_from_refuses_what_does_not_fit(tmp_path, tiny):

@@ -3,6 +3,7 @@ seeds and its tests against a reference arm (:func:`report_table`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Any
@@ -119,6 +120,7 @@ def _arm_row(
         p = None if reference is None else welch_p(values, _values(base_ok, metric))
         row[f"{metric.column}_p"] = p
     row.update(_paired(ok, base_ok, measures.primary, reference is None))
+    row[f"{measures.primary.column}_converted_mean"] = _converted_mean(ok, measures)
     row.update(_timing(ok, base_ok, reference is None))
     row.update(_steadiness(ok, base_ok, reference is None))
     primary = measures.primary.column
@@ -133,6 +135,15 @@ def _arm_row(
     row["params"] = _common([r.summary.get("params") for r in group])
     row["flops"] = _common([r.summary.get("flops") for r in group])
     return row
+
+
+def _converted_mean(ok: list[Run], measures: TaskMetrics) -> float | None:
+    """The mean primary metric of fine-tuning runs right after the conversion, before any
+    training (their epoch 0, recorded in summary.json); None for runs that did not convert."""
+    at_conversion = dataclasses.replace(
+        measures.primary, source="summary", key=f"converted_{measures.test_key}"
+    )
+    return describe(_values(ok, at_conversion))["mean"]
 
 
 def _by_seed(runs: list[Run], get) -> dict[Any, float]:

@@ -33,7 +33,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         "s/epoch (first epoch)", "p", "loss spread", "time to target (s)", "params", "FLOPs",
         "excluded",
     ]  # fmt: skip
-    return markdown_table(header, [_cells(r, rows[0], q1, second.column) for r in rows])
+    cells = [_cells(r, rows[0], q1, second.column) for r in rows]
+    if any(r.get(f"{q1}_converted_mean") is not None for r in rows):  # fine-tuning runs
+        header.insert(4, "at conversion")
+        for row, line in zip(rows, cells):
+            line.insert(4, _num(row.get(f"{q1}_converted_mean")))
+    return markdown_table(header, cells)
 
 
 def _cells(row: dict[str, Any], base: dict[str, Any], q1: str, q2: str) -> list[str]:
