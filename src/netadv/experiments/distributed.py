@@ -47,7 +47,11 @@ def setup(device: str) -> Placement:
 
 
 def shutdown(place: Placement) -> None:
+    """End a finished run's process group: every rank waits for the others first, so that
+    none tears its connections down while another still talks to it (with gloo, the rank
+    left talking aborts)."""
     if place.world > 1:
+        dist.barrier()
         dist.destroy_process_group()
 
 
