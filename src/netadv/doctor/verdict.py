@@ -49,7 +49,8 @@ STUDY = {
     "hdfgd_sa": "study: on GELU models that train, no HD-FGD or SA gain holds after the study's "
     "correction (ViT SA +0.9 points, long ViT +1.0, Swin +2.3, uncorrected), and a baseline "
     "widened to the same parameter count does as well or better (long ViT: HD-FGD -1.0, SA -0.6 "
-    "points against it; Swin SA -0.3); they cost +16% to +55% time per epoch on CPU",
+    "points against it; Swin SA -0.3); SA lost 32% BLEU in translation (this holds); they cost "
+    "+15% to +55% time per epoch on CPU",
     "relu": "study: on ResNet-18 the ReLU baseline beat every route away from ReLU (SiLU -5.2, "
     "tanh -8.5, sigmoid -40.6 points Top-1), no rewrite beat its like-for-like baseline, and a "
     "SiLU baseline widened to HD-FGD's size beat HD-FGD and SA by 7-9 points",
