@@ -52,7 +52,7 @@ def test_bad_values_are_one_line_before_training(tmp_path, capsys, override, mes
     assert list(tmp_path.iterdir()) == [config]  # nothing trained, nothing written
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message for device=cuda where no GPU is present")
 def test_cuda_without_a_gpu(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("dataset: synthetic\n")

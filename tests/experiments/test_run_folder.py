@@ -214,10 +214,19 @@ def test_read_only_folder_is_one_line(tmp_path, tiny_file, capsys, monkeypatch):
     )
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
-def test_read_only_output_dir_by_permissions(tmp_path, tiny_file, capsys):
+def test_read_only_output_dir_by_permissions(tmp_path, tiny_file, capsys, monkeypatch):
+    """An output_dir whose permissions forbid creating the run folder. Root ignores permission
+    bits (CI runs as root), so the denial mkdir meets there is injected, as the OS raises it."""
     config = str(tiny_file("name=a", f"output_dir={tmp_path / 'ro'}"))
     (tmp_path / "ro").mkdir(mode=0o555)
+    mkdir = Path.mkdir
+
+    def denied(self: Path, *args, **kwargs) -> None:
+        if self.parent == tmp_path / "ro":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", denied)
     code, err = _cli(capsys, "train", "--quiet", "--config", config)
     assert code == 2 and "Permission denied (a read-only folder?)" in err
 
